@@ -1,0 +1,101 @@
+"""Atomic, self-describing checkpoints: weights, optimiser state, step and config.
+
+A checkpoint is a folder `ckpt-0001000/` holding `model.weights.h5` (Keras's own
+format, loadable with `model.load_weights`), `optimizer.h5` (the optimiser's
+variables in order) and `state.json` (step, config, data-stream state). It is
+written under a temporary name and renamed into place, so a crash at any moment
+leaves either the whole checkpoint or none of it.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+
+PATTERN = re.compile(r"^ckpt-(\d{7,})$")
+KEEP = 2  # complete checkpoints kept; older ones are removed after a new one lands
+
+
+def save(train_dir, step, model, optimizer, state):
+    """Write checkpoint `step` into `train_dir` atomically; return its path."""
+    final = os.path.join(train_dir, f"ckpt-{step:07d}")
+    tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=train_dir)
+    try:
+        model.save_weights(os.path.join(tmp, "model.weights.h5"))
+        with h5py.File(os.path.join(tmp, "optimizer.h5"), "w") as f:
+            for i, variable in enumerate(optimizer.variables):
+                f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
+                f[f"{i:04d}"].attrs["path"] = variable.path
+        write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
+        _fsync_dir(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(train_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(train_dir)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(train_dir):
+    """Complete checkpoint folders in `train_dir`, oldest first."""
+    if not os.path.isdir(train_dir):
+        return []
+    names = sorted(n for n in os.listdir(train_dir) if PATTERN.match(n))
+    return [os.path.join(train_dir, n) for n in names]
+
+
+def read_state(path):
+    with open(os.path.join(path, "state.json")) as f:
+        return json.load(f)
+
+
+def restore(path, model, optimizer=None):
+    """Load weights (and optimiser variables) from checkpoint folder `path`; return its state."""
+    state = read_state(path)
+    model.load_weights(os.path.join(path, "model.weights.h5"))
+    if optimizer is not None:
+        with h5py.File(os.path.join(path, "optimizer.h5"), "r") as f:
+            if len(f) != len(optimizer.variables):
+                raise ValueError(f"{path}: optimiser state does not match this model")
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(f[f"{i:04d}"][()])
+    return state
+
+
+def write_json(path, data):
+    """Write `data` as JSON to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success rename it over `path`, else remove it."""
+    root, ext = os.path.splitext(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=os.path.dirname(path) or ".")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,140 @@
+"""The bouncing-ball predictors: a conv encoder, an optional ConvLSTM core, a deconv decoder.
+
+Frames are `(32, 32, 3)` floats in [0, 1]. Both predictors step one frame at a
+time and feed their own predictions back after `context` true frames.
+"""
+
+import keras
+from keras import layers, ops
+
+from model.conv_lstm_cell import ConvLSTMCell
+
+CODE_CHANNELS = 4  # channels of the 8x8 code between encoder and decoder
+
+
+def _conv_kwargs():
+    return dict(
+        padding="same",
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
+        bias_initializer=keras.initializers.Constant(0.01),
+    )
+
+
+def encoder():
+    """`(B, 32, 32, 3) -> (B, 8, 8, 4)`: four convs, ELU after each."""
+    spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]
+    return keras.Sequential(
+        [layers.Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
+        name="encoder",
+    )
+
+
+def decoder():
+    """`(B, 8, 8, C) -> (B, 32, 32, 3)`: four transposed convs, ELU after all but the last."""
+    spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, 3, None)]
+    return keras.Sequential(
+        [
+            layers.Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs())
+            for k, s, f, a in spec
+        ],
+        name="decoder",
+    )
+
+
+class Predictor(keras.Model):
+    """Shared closed-loop rollout; subclasses define `core` and `initial_state`.
+
+    Args:
+        context: True frames fed in before the model feeds itself (`seq_start`).
+        keep_prob: Keep probability of the dropout on true input frames.
+    """
+
+    scored_offset = 0  # closed-loop predictions made but not scored by the loss
+
+    def __init__(self, context, keep_prob=0.8, **kwargs):
+        super().__init__(**kwargs)
+        self.context = context
+        self.keep_prob = keep_prob
+        self.encoder = encoder()
+        self.decoder = decoder()
+        self.dropout = layers.Dropout(1.0 - keep_prob) if keep_prob < 1.0 else None
+
+    def call(self, clip, training=False):
+        """`(B, T, 32, 32, 3) -> (B, T - first_scored, 32, 32, 3)`: the frames the loss scores."""
+        frames = clip[:, : self.context]
+        if self.dropout is not None:
+            frames = self.dropout(frames, training=training)
+        horizon = clip.shape[1] - self.context
+        return self.rollout(frames, horizon)[:, self.scored_offset :]
+
+    def first_scored(self):
+        """Index of the first frame of a clip that `call`'s output predicts."""
+        return self.context + self.scored_offset
+
+    def rollout(self, frames, horizon):
+        """Context `(B, K, 32, 32, 3)` in, predictions of frames `K .. K + horizon - 1` out.
+
+        The K context frames go through the encoder as one batch; the predictions the
+        network would make from the first K - 1 of them are never used, so they are not decoded.
+        """
+        batch, context = ops.shape(frames)[0], frames.shape[1]
+        codes = self.encoder(ops.reshape(frames, (-1, *frames.shape[2:])))
+        codes = ops.reshape(codes, (batch, context, *codes.shape[1:]))  # (B, K, 8, 8, 4)
+        state = self.initial_state(batch)
+        for t in range(context - 1):
+            state = self.core(codes[:, t], state)[1]
+        code, state = self.core(codes[:, -1], state)
+        predictions = [self.decoder(code)]
+        for _ in range(horizon - 1):
+            code, state = self.core(self.encoder(predictions[-1]), state)
+            predictions.append(self.decoder(code))
+        return ops.stack(predictions, axis=1)
+
+
+class ConvLSTMPredictor(Predictor):
+    """Encoder, a 3x3 ConvLSTM cell with 4 filters at 8x8, decoder ("5 frames in, 4 out")."""
+
+    scored_offset = 1  # the prediction of frame `context` is fed back but not scored
+
+    def __init__(self, context=5, keep_prob=0.8, **kwargs):
+        super().__init__(context, keep_prob, **kwargs)
+        self.cell = ConvLSTMCell(
+            CODE_CHANNELS,
+            3,
+            kernel_initializer=keras.initializers.RandomUniform(-0.01, 0.1),
+            name="conv_lstm_cell",
+        )
+
+    def build(self, clip_shape):
+        self.encoder.build((None, *clip_shape[2:]))
+        self.cell.build(self.encoder.compute_output_shape((None, *clip_shape[2:])))
+        self.decoder.build((None, *self.cell.spatial_shape, CODE_CHANNELS))
+
+    def initial_state(self, batch_size):
+        return self.cell.get_initial_state(batch_size)
+
+    def core(self, code, state):
+        """`(B, 8, 8, 4)` code and state in, the cell's output and new state out."""
+        return self.cell(code, state)
+
+
+class ConvPredictor(Predictor):
+    """Encoder straight into decoder, no memory ("1 frame in, 4 out")."""
+
+    def __init__(self, context=1, keep_prob=0.8, **kwargs):
+        super().__init__(context, keep_prob, **kwargs)
+
+    def build(self, clip_shape):
+        self.encoder.build((None, *clip_shape[2:]))
+        self.decoder.build(self.encoder.compute_output_shape((None, *clip_shape[2:])))
+
+    def initial_state(self, batch_size):
+        return ()
+
+    def core(self, code, state):
+        return code, state
+
+
+def l2_loss(predictions, targets):
+    """The original's loss: 0.5 * sum of squares over the whole batch."""
+    return 0.5 * ops.sum(ops.square(predictions - targets))

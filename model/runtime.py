@@ -1,0 +1,46 @@
+"""Process start-up for our scripts: a quiet TensorFlow and the thread settings we measured."""
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines bypass Python."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def setup(intra_op_threads=1):
+    """Import Keras and its backend quietly, before any model is built.
+
+    On TensorFlow, `intra_op_threads=1` runs each small op on one thread and lets
+    independent ops run side by side; for these 8x8..32x32 convolutions on a 2-core CPU
+    it is faster than splitting ops (see `bench/benchmark.py`).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    with _stderr_silenced():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
+            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+                tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+            tf.constant(0)  # start the runtime now, while its log lines go nowhere
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            jax.numpy.zeros(())
+    return keras

@@ -1,0 +1,75 @@
+"""The compiled training step: the one place that knows which Keras backend runs it."""
+
+import keras
+
+from model.networks import l2_loss
+
+
+def make_train_step(model, optimizer):
+    """Return `(step, sync)`: `step(clip) -> loss` trains on one clip `(B, T, 32, 32, 3)`;
+    `sync()` writes the latest weights and optimiser state back into the Keras objects
+    (a no-op where the backend updates them in place)."""
+    optimizer.build(model.trainable_variables)
+    first = model.first_scored()
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_step(model, optimizer, first), lambda: None
+    if backend == "jax":
+        return _jax_step(model, optimizer, first)
+    raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
+
+
+def _tensorflow_step(model, optimizer, first):
+    import tensorflow as tf
+
+    @tf.function
+    def step(clip):
+        with tf.GradientTape() as tape:
+            loss = l2_loss(model(clip, training=True), clip[:, first:])
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    return step
+
+
+def _jax_step(model, optimizer, first):
+    import jax
+
+    def loss_fn(trainable, non_trainable, clip):
+        predictions, non_trainable = model.stateless_call(
+            trainable, non_trainable, clip, training=True
+        )
+        return l2_loss(predictions, clip[:, first:]), non_trainable
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    @jax.jit
+    def pure_step(state, clip):
+        trainable, non_trainable, opt_vars = state
+        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, clip)
+        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+        return loss, (trainable, non_trainable, opt_vars)
+
+    def values(variables):
+        return [v.value for v in variables]
+
+    state = [
+        (
+            values(model.trainable_variables),
+            values(model.non_trainable_variables),
+            values(optimizer.variables),
+        )
+    ]
+
+    def step(clip):
+        loss, state[0] = pure_step(state[0], clip)
+        return loss
+
+    def sync():
+        groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
+        for variables, new_values in zip(groups, state[0]):
+            for variable, value in zip(variables, new_values):
+                variable.assign(value)
+
+    return step, sync

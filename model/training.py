@@ -1,0 +1,285 @@
+"""Shared training for both predictors: flags, the loop, checkpoints, videos, TensorBoard.
+
+`main_conv_lstm.py` and `main_conv.py` differ only in their `TrainConfig` defaults.
+"""
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from model import checkpoint
+from systems import bouncing_balls
+
+VIDEO_FRAMES = 50  # length of the rollout videos, true context included
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: str  # "conv_lstm" or "conv"
+    train_dir: str  # checkpoints, videos/ and TensorBoard events go here
+    seq_length: int  # frames per training clip
+    seq_start: int  # true frames fed in before the network feeds itself
+    max_step: int = 200_000  # train until this many steps in all
+    keep_prob: float = 0.8  # dropout keep probability on the true input frames
+    lr: float = 0.001  # Adam learning rate
+    batch_size: int = 16  # clips per step
+    num_balls: int = 2  # balls per clip
+    friction: bool = False  # slight gravity and drag in the simulator
+    seed: int = 0  # seeds the weights, the dropout and the data stream
+    save_every: int = 1000  # steps between checkpoints and videos
+    log_every: int = 100  # steps between logged losses
+    fresh: bool = False  # delete this run's checkpoints, videos and events first
+
+
+CONV_LSTM = TrainConfig("conv_lstm", "checkpoints/train_store_conv_lstm", seq_length=10, seq_start=5)
+CONV = TrainConfig("conv", "checkpoints/train_store_conv", seq_length=5, seq_start=1)
+
+HELP = {
+    "train_dir": "folder for checkpoints, videos/ and TensorBoard events",
+    "seq_length": "frames per training clip",
+    "seq_start": "true frames fed in before the network predicts from its own output",
+    "max_step": "total training steps; rerun with a larger value to train on",
+    "keep_prob": "keep probability of dropout on the true input frames, in (0, 1]",
+    "lr": "Adam learning rate",
+    "batch_size": "clips per training step",
+    "num_balls": "bouncing balls per clip",
+    "friction": "add slight gravity and drag to the simulator",
+    "seed": "seed for the initial weights, dropout and the simulated data",
+    "save_every": "steps between checkpoints and rollout videos",
+    "log_every": "steps between logged losses",
+    "fresh": "delete this run's checkpoints, videos and events and start from step 0",
+}
+
+
+class UsageError(Exception):
+    """A bad flag or train_dir: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_flags(defaults, argv=None, description=None):
+    """`TrainConfig` from command-line flags over `defaults`; raises `UsageError`."""
+    parser = _Parser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model":
+            continue
+        default = getattr(defaults, field.name)
+        if field.type is bool or isinstance(default, bool):
+            parser.add_argument(f"--{field.name}", action="store_true", help=HELP[field.name])
+        else:
+            kind = type(default)
+            parser.add_argument(
+                f"--{field.name}", type=kind, default=default, help=HELP[field.name]
+            )
+    args = parser.parse_args(argv)
+    config = dataclasses.replace(defaults, **vars(args))
+    validate(config)
+    return config
+
+
+def validate(config):
+    """Raise `UsageError` naming the first flag that breaks its rule."""
+    for name in ("batch_size", "max_step", "seq_length", "save_every", "log_every", "num_balls"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {getattr(config, name)}")
+    if not config.lr > 0 or not np.isfinite(config.lr):
+        raise UsageError(f"--lr must be a positive number, got {config.lr}")
+    if not 0 < config.keep_prob <= 1:
+        raise UsageError(f"--keep_prob must be in (0, 1], got {config.keep_prob}")
+    if not 1 <= config.seq_start < config.seq_length:
+        raise UsageError(
+            f"--seq_start must be at least 1 and less than --seq_length "
+            f"({config.seq_length}), got {config.seq_start}"
+        )
+    if config.num_balls > bouncing_balls.max_balls(bouncing_balls.RADIUS):
+        raise UsageError(
+            f"--num_balls {config.num_balls} do not fit in the box "
+            f"(at most {bouncing_balls.max_balls(bouncing_balls.RADIUS)})"
+        )
+    _check_writable(config.train_dir)
+
+
+def _check_writable(train_dir):
+    path = os.path.abspath(train_dir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--train_dir {train_dir!r} is not writable ({path} is not a writable folder)")
+
+
+def build(config):
+    """The predictor and its Adam optimiser, weights initialised from `config.seed`."""
+    import keras
+
+    from model.networks import ConvLSTMPredictor, ConvPredictor
+
+    keras.utils.set_random_seed(config.seed)
+    cls = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}[config.model]
+    model = cls(context=config.seq_start, keep_prob=config.keep_prob)
+    model.build((config.batch_size, config.seq_length, 32, 32, 3))
+    optimizer = keras.optimizers.Adam(config.lr)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def batch_at(config, step):
+    """The training clips of `step`: a pure function of (seed, step), so a resumed run sees
+    exactly the data an uninterrupted one would have."""
+    rng = np.random.default_rng([config.seed, step])
+    return bouncing_balls.generate(
+        config.batch_size, config.seq_length, num_balls=config.num_balls,
+        friction=config.friction, rng=rng,
+    )
+
+
+def video_clip(config):
+    """The fixed 50-frame clip every video of a run shows, so videos compare across steps."""
+    rng = np.random.default_rng([config.seed, 2**32 - 1])
+    return bouncing_balls.generate(
+        1, VIDEO_FRAMES, num_balls=config.num_balls, friction=config.friction, rng=rng
+    )
+
+
+def write_video(model, config, step):
+    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4`: truth left, rollout right."""
+    from model import video
+
+    truth = video_clip(config)
+    context = truth[:, : config.seq_start]
+    predicted = np.asarray(model.rollout(context, VIDEO_FRAMES - config.seq_start))
+    shown = np.concatenate([context, predicted], axis=1)[0]
+    folder = os.path.join(config.train_dir, "videos")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step_{step:07d}.mp4")
+    video.write_mp4(path, video.side_by_side(truth[0], shown))
+    video.copy_atomic(path, os.path.join(folder, "latest.mp4"))
+    return path
+
+
+def _start_fresh(train_dir):
+    for path in checkpoint.list_checkpoints(train_dir):
+        shutil.rmtree(path)
+    for name in ("videos", "events"):
+        shutil.rmtree(os.path.join(train_dir, name), ignore_errors=True)
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+def train(config, log=print):
+    """Train `config.model` to `config.max_step`, resuming from the latest checkpoint.
+
+    Returns the step reached. Raises `NonFiniteLoss` (the last good checkpoint is kept).
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from model.train_step import make_train_step
+
+    if config.fresh:
+        _start_fresh(config.train_dir)
+    model, optimizer = build(config)
+    step = _resume(config, model, optimizer, log)
+    if step >= config.max_step:
+        log(f"{config.train_dir}: already trained to step {step} (--max_step {config.max_step}); "
+            "nothing to do")
+        return step
+    os.makedirs(config.train_dir, exist_ok=True)
+    train_step, sync = make_train_step(model, optimizer)
+    writer = tf.summary.create_file_writer(os.path.join(config.train_dir, "events"))
+    losses, times = [], []
+    bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
+               desc=config.model, smoothing=0.05)
+    with ThreadPoolExecutor(1) as pool, writer.as_default(), bar:
+        upcoming = pool.submit(batch_at, config, step)
+        while step < config.max_step:
+            clip = upcoming.result()
+            upcoming = pool.submit(batch_at, config, step + 1)
+            start = time.perf_counter()
+            loss = float(train_step(clip))
+            times.append(time.perf_counter() - start)
+            if not np.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss} at step {step + 1}")
+            losses.append(loss)
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.max_step:
+                _log_losses(bar, step, losses, times)
+                losses, times = [], []
+            if step % config.save_every == 0 or step == config.max_step:
+                sync()
+                _save(config, model, optimizer, step)
+        upcoming.cancel()
+    writer.flush()
+    return step
+
+
+def _log_losses(bar, step, losses, times):
+    import tensorflow as tf
+
+    mean_loss, ms = float(np.mean(losses)), 1e3 * float(np.median(times))
+    tf.summary.scalar("loss", mean_loss, step=step)
+    tf.summary.scalar("step_time_ms", ms, step=step)
+    bar.set_postfix_str(f"loss {mean_loss:.1f}")
+    bar.write(f"step {step:>7d}  loss {losses[-1]:8.1f}  mean {mean_loss:8.1f}  {ms:5.1f} ms/step")
+
+
+def _save(config, model, optimizer, step):
+    state = {"config": dataclasses.asdict(config), "data": {"seed": config.seed, "next_step": step}}
+    checkpoint.save(config.train_dir, step, model, optimizer, state)
+    write_video(model, config, step)
+
+
+def _resume(config, model, optimizer, log):
+    found = checkpoint.list_checkpoints(config.train_dir)
+    if not found:
+        return 0
+    saved = checkpoint.read_state(found[-1])
+    if saved["config"]["model"] != config.model:
+        raise UsageError(
+            f"--train_dir {config.train_dir!r} holds a {saved['config']['model']!r} run, "
+            f"not {config.model!r}; pick another folder or pass --fresh"
+        )
+    checkpoint.restore(found[-1], model, optimizer)
+    log(f"resuming from step {saved['step']} ({found[-1]})")
+    return saved["step"]
+
+
+def main(defaults, description, argv=None):
+    """Entry point for the training scripts: returns the process exit code."""
+    try:
+        config = parse_flags(defaults, argv, description)
+    except UsageError as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return 2
+    from model import runtime
+
+    runtime.setup()
+    try:
+        step = train(config)
+    except UsageError as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as error:
+        print(f"error: {error}; the last good checkpoint in {config.train_dir} is kept",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    print(f"done: step {step}; checkpoints and videos in {config.train_dir}")
+    return 0

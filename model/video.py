@@ -1,0 +1,47 @@
+"""Rollout videos: ground truth and prediction side by side, H.264 in an MP4."""
+
+import shutil
+
+import av
+import numpy as np
+
+from model.checkpoint import atomic_path
+
+SCALE = 6  # 32 px frames become 192 px panels (the original showed 180 px)
+GAP = 8  # pixels of white between the two panels
+FPS = 4
+
+
+def side_by_side(truth, prediction):
+    """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left."""
+    panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in (truth, prediction)]
+    gap = np.ones((*panels[0].shape[:2], GAP, 3), np.float32)
+    frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
+    return (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def write_mp4(path, frames, fps=FPS):
+    """Encode `(T, H, W, 3)` uint8 frames (H, W even) as H.264/yuv420p at `path`, atomically."""
+    with atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def copy_atomic(src, dst):
+    """Copy `src` over `dst` so that `dst` is never half-written."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def probe(path):
+    """`(codec, pixel format, frame count, width, height)` of the first video stream of `path`."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        count = sum(1 for _ in container.decode(stream))
+        ctx = stream.codec_context
+        return ctx.name, ctx.pix_fmt, count, ctx.width, ctx.height
