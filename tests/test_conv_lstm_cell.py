@@ -1,0 +1,139 @@
+import json
+import os
+import subprocess
+import sys
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+from model.conv_lstm_cell import ConvLSTMCell, ConvRNN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def to_keras_conv_lstm(kernel, bias, channels, filters, forget_bias):
+    """Our fused (i, j, f, o) weights as keras.layers.ConvLSTM2D's (i, f, c, o) weights."""
+
+    def reorder(w):
+        i, j, f, o = np.split(w, 4, axis=-1)
+        return np.concatenate([i, f, j, o], axis=-1)
+
+    bias = bias.copy()
+    bias[2 * filters : 3 * filters] += forget_bias  # the f block, in our order
+    return [reorder(kernel[:, :, :channels]), reorder(kernel[:, :, channels:]), reorder(bias)]
+
+
+def random_cell_and_peer(rng, channels, filters, kernel_size, height, width):
+    cell = ConvLSTMCell(filters, kernel_size, forget_bias=1.0)
+    cell.build((None, height, width, channels))
+    kernel = rng.normal(0, 0.3, cell.kernel.shape).astype("float32")
+    bias = rng.normal(0, 0.3, cell.bias.shape).astype("float32")
+    cell.set_weights([kernel, bias])
+    peer = keras.layers.ConvLSTM2D(
+        filters, kernel_size, padding="same", return_sequences=True, return_state=True,
+        unit_forget_bias=False,
+    )
+    peer.build((None, None, height, width, channels))
+    peer.set_weights(to_keras_conv_lstm(kernel, bias, channels, filters, 1.0))
+    return cell, peer
+
+
+@pytest.mark.parametrize(
+    "channels,filters,kernel_size,height,width",
+    [(3, 4, 3, 8, 8), (1, 2, (3, 5), 6, 9), (5, 8, 1, 4, 4), (4, 3, 5, 10, 7)],
+)
+def test_matches_keras_conv_lstm2d(channels, filters, kernel_size, height, width):
+    rng = np.random.default_rng(channels * 100 + filters)
+    cell, peer = random_cell_and_peer(rng, channels, filters, kernel_size, height, width)
+    x = rng.normal(0, 1, (2, 6, height, width, channels)).astype("float32")
+    ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x)
+    theirs, h, c = peer(x)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(state, np.concatenate([c, h], axis=-1), atol=1e-5)
+
+
+def test_one_step_equations_by_hand():
+    cell = ConvLSTMCell(1, 1, forget_bias=1.0)
+    cell.build((None, 1, 1, 1))
+    # kernel (1, 1, C_in + F = 2, 4F = 4): gate pre-activations i, j, f, o = [x, h] @ kernel
+    kernel = np.array([[[[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]]], "float32")
+    bias = np.array([0.01, 0.02, 0.03, 0.04], "float32")
+    cell.set_weights([kernel, bias])
+    x, c0, h0 = 2.0, 0.5, -1.0
+    i, j, f, o = x * kernel[0, 0, 0] + h0 * kernel[0, 0, 1] + bias
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    c1 = c0 * sig(f + 1.0) + sig(i) * np.tanh(j)
+    h1 = np.tanh(c1) * sig(o)
+    state = np.array([c0, h0], "float32").reshape(1, 1, 1, 2)
+    out, [new_state] = cell(np.full((1, 1, 1, 1), x, "float32"), [state])
+    np.testing.assert_allclose(np.ravel(out), [h1], rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(new_state), [c1, h1], rtol=1e-6)
+
+
+def test_weights_and_state_shapes():
+    cell = ConvLSTMCell(4, (3, 5))
+    out, state = keras.layers.RNN(cell, return_state=True)(np.zeros((2, 3, 8, 8, 3), "float32"))
+    assert [w.shape for w in cell.weights] == [(3, 5, 7, 16), (16,)]
+    assert tuple(out.shape) == (2, 8, 8, 4)
+    assert tuple(state.shape) == (2, 8, 8, 8)
+    assert tuple(cell.get_initial_state(5)[0].shape) == (5, 8, 8, 8)
+
+
+def test_config_round_trip():
+    cell = ConvLSTMCell(6, (3, 1), forget_bias=0.5, activation="relu", name="c")
+    clone = ConvLSTMCell.from_config(json.loads(json.dumps(cell.get_config())))
+    assert clone.get_config() == cell.get_config()
+    assert (clone.filters, clone.kernel_size, clone.forget_bias) == (6, (3, 1), 0.5)
+
+
+def test_keras_file_round_trip(tmp_path):
+    inputs = keras.Input((4, 8, 8, 3))
+    outputs = ConvRNN(ConvLSTMCell(4, 3), return_sequences=True)(inputs)
+    model = keras.Model(inputs, outputs)
+    assert model.output_shape == (None, 4, 8, 8, 4)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).random((2, 4, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_array_equal(model(x), loaded(x))
+
+
+JAX_SCRIPT = r"""
+import numpy as np, keras
+assert keras.backend.backend() == "jax"
+import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from test_conv_lstm_cell import random_cell_and_peer
+from model.networks import ConvLSTMPredictor
+from model.train_step import make_train_step
+from systems.bouncing_balls import generate
+rng = np.random.default_rng(0)
+cell, peer = random_cell_and_peer(rng, 3, 4, 3, 8, 8)
+x = rng.normal(0, 1, (2, 5, 8, 8, 3)).astype("float32")
+ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x)
+theirs, h, c = peer(x)
+print("cell", float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs)))))
+keras.utils.set_random_seed(0)
+model = ConvLSTMPredictor()
+model.build((4, 10, 32, 32, 3))
+step, sync = make_train_step(model, keras.optimizers.Adam(1e-3))
+clip = generate(4, 10, rng=1)
+losses = [float(step(clip)) for _ in range(100)]
+sync()
+print("loss", losses[0], losses[-1], tuple(model(clip).shape))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_cell_and_network_on_jax():
+    script = JAX_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"))
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert float(lines["cell"]) < 1e-5
+    first, last, shape = lines["loss"].split(" ", 2)
+    assert float(last) < 0.8 * float(first)
+    assert shape == "(4, 4, 32, 32, 3)"
