@@ -1,8 +1,9 @@
 """Atomic, self-describing checkpoints: weights, optimiser state, step and config.
 
 A checkpoint is a folder `ckpt-0001000/` holding `model.weights.h5` (Keras's own
-format, loadable with `model.load_weights`), `optimizer.h5` (the optimiser's
-variables in order) and `state.json` (step, config, data-stream state). It is
+format, loadable with `model.load_weights`), `train_state.h5` (the optimiser's
+variables and the model's non-trainable ones, such as the dropout seed, in order)
+and `state.json` (step, config, data-stream state). It is
 written under a temporary name and renamed into place, so a crash at any moment
 leaves either the whole checkpoint or none of it.
 """
@@ -27,8 +28,8 @@ def save(train_dir, step, model, optimizer, state):
     tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=train_dir)
     try:
         model.save_weights(os.path.join(tmp, "model.weights.h5"))
-        with h5py.File(os.path.join(tmp, "optimizer.h5"), "w") as f:
-            for i, variable in enumerate(optimizer.variables):
+        with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
+            for i, variable in enumerate(_train_state(model, optimizer)):
                 f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
                 f[f"{i:04d}"].attrs["path"] = variable.path
         write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
@@ -63,12 +64,18 @@ def restore(path, model, optimizer=None):
     state = read_state(path)
     model.load_weights(os.path.join(path, "model.weights.h5"))
     if optimizer is not None:
-        with h5py.File(os.path.join(path, "optimizer.h5"), "r") as f:
-            if len(f) != len(optimizer.variables):
+        variables = _train_state(model, optimizer)
+        with h5py.File(os.path.join(path, "train_state.h5"), "r") as f:
+            if len(f) != len(variables):
                 raise ValueError(f"{path}: optimiser state does not match this model")
-            for i, variable in enumerate(optimizer.variables):
+            for i, variable in enumerate(variables):
                 variable.assign(f[f"{i:04d}"][()])
     return state
+
+
+def _train_state(model, optimizer):
+    """What a resumed run needs beyond the weights file."""
+    return list(optimizer.variables) + list(model.non_trainable_variables)
 
 
 def write_json(path, data):

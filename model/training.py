@@ -202,7 +202,8 @@ def train(config, log=print):
     writer = tf.summary.create_file_writer(os.path.join(config.train_dir, "events"))
     losses, times = [], []
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
-               desc=config.model, smoothing=0.05)
+               desc=config.model, smoothing=0.05,
+               mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file gets few lines
     with ThreadPoolExecutor(1) as pool, writer.as_default(), bar:
         upcoming = pool.submit(batch_at, config, step)
         while step < config.max_step:

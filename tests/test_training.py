@@ -1,0 +1,146 @@
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from model import checkpoint
+from model.training import CONV, UsageError, build, parse_flags, train
+from model.video import probe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def steps_in(train_dir):
+    return [checkpoint.read_state(p)["step"] for p in checkpoint.list_checkpoints(train_dir)]
+
+
+@pytest.mark.parametrize("script", ["main_conv_lstm.py", "main_conv.py"])
+def test_script_trains_and_writes_everything(tmp_path, script):
+    out = run(script, "--train_dir", tmp_path, "--max_step", 3, "--save_every", 2, "--log_every", 1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "step       3  loss" in out.stderr + out.stdout
+    assert steps_in(tmp_path) == [2, 3]
+    assert os.listdir(tmp_path / "events")
+    for name in ("step_0000002.mp4", "step_0000003.mp4", "latest.mp4"):
+        codec, pix_fmt, frames, width, height = probe(str(tmp_path / "videos" / name))
+        assert (codec, pix_fmt, frames) == ("h264", "yuv420p", 50)
+        assert width >= 2 * 180 and height >= 180
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    assert "Traceback" not in out.stderr and "I0000" not in out.stderr
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    base = dataclasses.replace(CONV, batch_size=4, save_every=3, log_every=3)
+    straight = dataclasses.replace(base, train_dir=str(tmp_path / "a"), max_step=6)
+    split = dataclasses.replace(base, train_dir=str(tmp_path / "b"), max_step=3)
+    logs = []
+    assert train(straight, log=logs.append) == 6
+    assert train(split, log=logs.append) == 3
+    assert train(dataclasses.replace(split, max_step=6), log=logs.append) == 6
+    assert logs[-1].startswith("resuming from step 3")
+    a, b = (checkpoint.list_checkpoints(tmp_path / d)[-1] for d in "ab")
+    with h5py.File(os.path.join(a, "train_state.h5")) as fa, h5py.File(os.path.join(b, "train_state.h5")) as fb:
+        assert len(fa) == len(fb) > 20
+        for key in fa:
+            np.testing.assert_allclose(fa[key][()], fb[key][()], rtol=1e-5, atol=1e-7)
+    model_a, _ = build(straight)
+    model_b, _ = build(split)
+    checkpoint.restore(a, model_a)
+    checkpoint.restore(b, model_b)
+    for wa, wb in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+
+
+def test_second_run_continues_and_finished_run_exits(tmp_path):
+    args = ["--train_dir", tmp_path, "--save_every", 2, "--batch_size", 2]
+    assert run("main_conv.py", *args, "--max_step", 2).returncode == 0
+    out = run("main_conv.py", *args, "--max_step", 4)
+    assert out.returncode == 0 and "resuming from step 2" in out.stdout
+    assert steps_in(tmp_path) == [2, 4]
+    with h5py.File(checkpoint.list_checkpoints(tmp_path)[-1] + "/train_state.h5") as f:
+        assert int(f["0000"][()]) == 4  # Adam's iteration count went on from 2
+    before = sorted(os.listdir(tmp_path / "videos"))
+    out = run("main_conv.py", *args, "--max_step", 4)
+    assert out.returncode == 0 and "nothing to do" in out.stdout
+    assert sorted(os.listdir(tmp_path / "videos")) == before and steps_in(tmp_path) == [2, 4]
+
+
+def test_kill_9_then_resume(tmp_path):
+    args = [sys.executable, os.path.join(ROOT, "main_conv.py"), "--train_dir", str(tmp_path),
+            "--save_every", "5", "--batch_size", "2", "--max_step", "40"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(checkpoint.list_checkpoints(tmp_path)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = steps_in(tmp_path)[-1]
+    assert 5 <= killed_at < 40
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = int(out.stdout.split("resuming from step ")[1].split()[0])
+    assert resumed >= killed_at
+    assert steps_in(tmp_path)[-1] == 40
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seq_start", 5, "--seq_length", 5], "--seq_start must be at least 1 and less than"),
+        (["--batch_size", 0], "--batch_size must be a positive integer"),
+        (["--max_step", -3], "--max_step must be a positive integer"),
+        (["--lr", 0], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--keep_prob", 0], "--keep_prob must be in (0, 1]"),
+        (["--keep_prob", 1.5], "--keep_prob must be in (0, 1]"),
+        (["--num_balls", 40], "--num_balls 40 do not fit"),
+        (["--batch_size", "many"], "argument --batch_size: invalid int value"),
+    ],
+)
+def test_bad_flags_exit_2_and_write_nothing(tmp_path, args, message):
+    train_dir = tmp_path / "run"
+    out = run("main_conv.py", "--train_dir", train_dir, *args, timeout=60)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not train_dir.exists()
+
+
+def test_unwritable_train_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = run("main_conv_lstm.py", "--train_dir", blocker / "run", timeout=60)
+    assert out.returncode == 2 and "--train_dir" in out.stderr and "not writable" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    with pytest.raises(UsageError):
+        parse_flags(CONV, ["--train_dir", str(blocker)])
+
+
+def test_wrong_model_in_train_dir(tmp_path):
+    assert run("main_conv.py", "--train_dir", tmp_path, "--max_step", 1).returncode == 0
+    out = run("main_conv_lstm.py", "--train_dir", tmp_path, "--max_step", 2)
+    assert out.returncode == 2 and "holds a 'conv' run" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    out = run("main_conv.py", "--train_dir", tmp_path, "--lr", 1e30, "--save_every", 1,
+              "--max_step", 50)
+    assert out.returncode == 1
+    assert "loss became" in out.stderr and "Traceback" not in out.stderr
+    last = checkpoint.list_checkpoints(tmp_path)[-1]
+    model, optimizer = build(dataclasses.replace(CONV, train_dir=str(tmp_path)))
+    assert checkpoint.restore(last, model, optimizer)["step"] >= 1
