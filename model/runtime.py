@@ -21,7 +21,7 @@ def _stderr_silenced():
 
 
 def setup(intra_op_threads=1):
-    """Import Keras and its backend quietly, before any model is built.
+    """Import Keras, its backend and TensorFlow quietly, before any model is built.
 
     On TensorFlow, `intra_op_threads=1` runs each small op on one thread and lets
     independent ops run side by side; for these 8x8..32x32 convolutions on a 2-core CPU
@@ -31,15 +31,14 @@ def setup(intra_op_threads=1):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with _stderr_silenced():
         import keras
+        import tensorflow as tf  # on every backend: TensorBoard summaries use it
 
+        tf.get_logger().setLevel("ERROR")
         if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.get_logger().setLevel("ERROR")
             with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
                 tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-            tf.constant(0)  # start the runtime now, while its log lines go nowhere
-        elif keras.backend.backend() == "jax":
+        tf.constant(0)  # start the runtime now, while its log lines go nowhere
+        if keras.backend.backend() == "jax":
             import jax
 
             jax.numpy.zeros(())

@@ -73,3 +73,13 @@ def _jax_step(model, optimizer, first):
                 variable.assign(value)
 
     return step, sync
+
+
+def compiled_rollout(model):
+    """`model.rollout` compiled where the backend allows it cheaply (a graph on TensorFlow);
+    on JAX the eager rollout is used, as its weights live outside a pure function."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(model.rollout, reduce_retracing=True)
+    return model.rollout

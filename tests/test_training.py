@@ -1,4 +1,5 @@
 import dataclasses
+import importlib.util
 import os
 import signal
 import subprocess
@@ -144,3 +145,16 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     last = checkpoint.list_checkpoints(tmp_path)[-1]
     model, optimizer = build(dataclasses.replace(CONV, train_dir=str(tmp_path)))
     assert checkpoint.restore(last, model, optimizer)["step"] >= 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+@pytest.mark.parametrize("script", ["main_conv_lstm.py", "main_conv.py"])
+def test_script_on_jax(tmp_path, script):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run(
+        [sys.executable, script, "--train_dir", str(tmp_path), "--max_step", "2", "--save_every", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert steps_in(tmp_path) == [2] and "I0000" not in out.stderr
+    assert probe(str(tmp_path / "videos" / "latest.mp4"))[:3] == ("h264", "yuv420p", 50)
