@@ -1,0 +1,226 @@
+"""Speed benchmark: simulator, training steps and their parts, our cell vs ConvLSTM2D, memory.
+
+Prints a table and writes bench/results/<backend>.json. Every comparison runs in this process,
+on this machine, with the same settings. Run on an otherwise idle machine:
+
+    python bench/benchmark.py                    # TensorFlow (default)
+    KERAS_BACKEND=jax python bench/benchmark.py
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from model import checkpoint, runtime  # noqa: E402
+from systems import bouncing_balls  # noqa: E402
+
+
+def timed(fn, repeats, warmup=3):
+    """min / median / max milliseconds of `fn()` over `repeats` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    ms = 1e3 * np.array(times)
+    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max())}
+
+
+def loop_simulator(seq_length, num_balls=2, radius=1.2, rng=None):
+    """One sequence, ball by ball and pixel row by row in Python: the per-sequence style of the
+    2016 original, kept here only as the comparison for the vectorised simulator."""
+    box, size = bouncing_balls.BOX, 32
+    while True:
+        x = rng.uniform(2, box, (num_balls, 2))
+        if all(radius <= c <= box - radius for c in x.ravel()) and all(
+            np.linalg.norm(x[i] - x[j]) >= 2 * radius for i in range(num_balls) for j in range(i)
+        ):
+            break
+    v = rng.standard_normal((num_balls, 2))
+    v *= 0.5 / np.linalg.norm(v)
+    frames = np.zeros((seq_length, size, size, 3), np.float32)
+    centres = (np.arange(size) + 0.5) / size * box
+    for t in range(seq_length):
+        for i in range(num_balls):
+            for row in range(size):
+                d2 = (centres - x[i, 0]) ** 2 + (centres[row] - x[i, 1]) ** 2
+                m = np.exp(-((d2 / radius**2) ** 4))
+                frames[t, row] += m[:, None] * [v[i, 0] + 0.5, 1.0, v[i, 1] + 0.5]
+        for _ in range(2):
+            x += 0.5 * v
+            for i in range(num_balls):
+                for z in range(2):
+                    if x[i, z] - radius < 0:
+                        v[i, z] = abs(v[i, z])
+                    if x[i, z] + radius > box:
+                        v[i, z] = -abs(v[i, z])
+            for i in range(num_balls):
+                for j in range(i):
+                    d = x[i] - x[j]
+                    if np.linalg.norm(d) < 2 * radius:
+                        n = d / np.linalg.norm(d)
+                        dv = np.dot(v[i] - v[j], n) * n
+                        v[i], v[j] = v[i] - dv, v[j] + dv
+    return np.minimum(frames, 1.0)
+
+
+def bench_simulator(repeats):
+    rng = np.random.default_rng(0)
+    ours = timed(lambda: bouncing_balls.generate(16, 10, rng=rng), repeats)
+    loop = timed(lambda: [loop_simulator(10, rng=rng) for _ in range(16)], max(3, repeats // 20))
+    return {
+        "vectorised_ms_per_batch": ours,
+        "vectorised_sequences_per_s": 16e3 / ours["median"],
+        "loop_ms_per_batch": loop,
+        "loop_sequences_per_s": 16e3 / loop["median"],
+    }
+
+
+def bench_training(config, repeats):
+    """End-to-end step (data included, as the training loop runs it) and its parts."""
+    import keras
+
+    from model.networks import l2_loss
+    from model.train_step import make_train_step
+    from model.training import batch_at, build
+
+    model, optimizer = build(config)
+    step, _ = make_train_step(model, optimizer)
+    clip = keras.ops.convert_to_tensor(batch_at(config, 0))
+    first = model.first_scored()
+    forward = _compile(lambda c: l2_loss(model(c, training=True), c[:, first:]))
+    results = {
+        "data_ms": timed(lambda: batch_at(config, 1), repeats),
+        "forward_ms": timed(lambda: float(forward(clip)), repeats),
+        "compiled_step_ms": timed(lambda: float(step(clip)), repeats),
+    }
+    counter = iter(range(10**9))
+    results["end_to_end_ms"] = timed(
+        lambda: float(step(batch_at(config, next(counter)))), repeats
+    )
+    return results
+
+
+def _compile(fn):
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    import jax
+
+    return jax.jit(fn)
+
+
+def bench_cells(repeats):
+    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D."""
+    import keras
+
+    from model.conv_lstm_cell import ConvLSTMCell
+    from model.train_step import make_train_step
+
+    class Regressor(keras.Model):
+        """One layer trained to reproduce its input, so `make_train_step` can drive it."""
+
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def call(self, x, training=False):
+            return self.layer(x)
+
+        def first_scored(self):
+            return 0
+
+    results = {}
+    for filters, size in ((4, 8), (32, 32)):
+        x = np.random.default_rng(0).random((16, 10, size, size, filters), dtype=np.float32)
+        layers = {
+            "ours": keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True),
+            "keras_ConvLSTM2D": keras.layers.ConvLSTM2D(filters, 3, padding="same",
+                                                        return_sequences=True),
+        }
+        for name, layer in layers.items():
+            model = Regressor(layer)
+            model(x[:1])  # builds the layer's weights
+            step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
+            results[f"{name}_f{filters}_{size}x{size}_ms"] = timed(lambda: float(step(x)), repeats)
+    return results
+
+
+def bench_memory(script, steps):
+    """Peak resident memory (MB) of a real training run of `steps` steps, in its own process."""
+    import tempfile
+
+    probe = (
+        "import resource, runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, os.path.join(ROOT, script), "--train_dir", tmp,
+             "--max_step", str(steps), "--save_every", str(steps)],
+            check=True, capture_output=True, text=True, cwd=ROOT,
+        )
+    return {"peak_rss_mb": int(out.stdout.strip().splitlines()[-1]) / 1024}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per figure")
+    parser.add_argument("--memory_steps", type=int, default=300,
+                        help="steps of the training runs whose peak memory is measured")
+    parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
+    args = parser.parse_args(argv)
+    keras = runtime.setup()
+    from model.training import CONV, CONV_LSTM
+
+    backend = keras.backend.backend()
+    report = {"backend": backend, "machine": f"{os.cpu_count()} CPUs", "repeats": args.repeats}
+    print(f"backend {backend}, {os.cpu_count()} CPUs, {args.repeats} repeats")
+    report["simulator"] = bench_simulator(args.repeats)
+    for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
+        report[name] = bench_training(dataclasses.replace(config, train_dir="/nonexistent"), args.repeats)
+    report["cells"] = bench_cells(max(20, args.repeats // 4))
+    for name, script in (("conv_lstm", "main_conv_lstm.py"), ("conv", "main_conv.py")):
+        report[name]["memory"] = bench_memory(script, args.memory_steps)
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    checkpoint.write_json(out, report)
+    _print(report)
+    print(f"wrote {out}")
+
+
+def _print(report):
+    sim = report["simulator"]
+    print(f"simulator, batch 16 x 10 frames: {sim['vectorised_sequences_per_s']:,.0f} seq/s "
+          f"vectorised vs {sim['loop_sequences_per_s']:,.0f} seq/s per-sequence loop")
+    for name in ("conv_lstm", "conv"):
+        r = report[name]
+        parts = "  ".join(
+            f"{k[:-3]} {v['min']:.1f}/{v['median']:.1f}/{v['max']:.1f}"
+            for k, v in r.items() if k.endswith("_ms")
+        )
+        print(f"{name:9s} ms min/median/max: {parts}  peak {r['memory']['peak_rss_mb']:.0f} MB")
+    for k, v in report["cells"].items():
+        print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
