@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from model import checkpoint
-from model.training import CONV, CONV_LSTM, UsageError
+from model.training import CONV, CONV_LSTM, Parser, UsageError
 
 CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only the last
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
@@ -21,10 +21,7 @@ LABELS = {"conv_lstm": "ConvLSTM (5 frames in)", "conv": "conv (1 frame in)"}
 
 
 def parse_flags(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))
+    parser = Parser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--num_sequences", type=int, default=1200, help="sequences to average over")
     parser.add_argument("--seed", type=int, default=2016, help="seed of the evaluation sequences")
     parser.add_argument("--horizon", type=int, default=24, help="predicted frames per sequence")

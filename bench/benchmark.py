@@ -8,7 +8,6 @@ on this machine, with the same settings. Run on an otherwise idle machine:
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -196,7 +195,7 @@ def main(argv=None):
     print(f"backend {backend}, {os.cpu_count()} CPUs, {args.repeats} repeats")
     report["simulator"] = bench_simulator(args.repeats)
     for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
-        report[name] = bench_training(dataclasses.replace(config, train_dir="/nonexistent"), args.repeats)
+        report[name] = bench_training(config, args.repeats)
     report["cells"] = bench_cells(max(20, args.repeats // 4))
     for name, script in (("conv_lstm", "main_conv_lstm.py"), ("conv", "main_conv.py")):
         report[name]["memory"] = bench_memory(script, args.memory_steps)

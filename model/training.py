@@ -61,14 +61,16 @@ class UsageError(Exception):
     """A bad flag or train_dir: reported as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """An argument parser that raises `UsageError` instead of printing usage and exiting."""
+
     def error(self, message):
         raise UsageError(message)
 
 
 def parse_flags(defaults, argv=None, description=None):
     """`TrainConfig` from command-line flags over `defaults`; raises `UsageError`."""
-    parser = _Parser(
+    parser = Parser(
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
