@@ -123,7 +123,7 @@ def _compile(fn):
     return jax.jit(fn)
 
 
-def bench_cells(repeats):
+def bench_cells(repeats, sizes):
     """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D."""
     import keras
 
@@ -144,7 +144,7 @@ def bench_cells(repeats):
             return 0
 
     results = {}
-    for filters, size in ((4, 8), (32, 32)):
+    for filters, size in sizes:
         x = np.random.default_rng(0).random((16, 10, size, size, filters), dtype=np.float32)
         layers = {
             "ours": keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True),
@@ -185,6 +185,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per figure")
     parser.add_argument("--memory_steps", type=int, default=300,
                         help="steps of the training runs whose peak memory is measured")
+    parser.add_argument("--cells", default="4x8,32x32",
+                        help="cell comparisons as FILTERSxSIZE, comma-separated; '' skips them")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
     args = parser.parse_args(argv)
     keras = runtime.setup()
@@ -196,7 +198,8 @@ def main(argv=None):
     report["simulator"] = bench_simulator(args.repeats)
     for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
         report[name] = bench_training(config, args.repeats)
-    report["cells"] = bench_cells(max(20, args.repeats // 4))
+    sizes = [tuple(map(int, c.split("x"))) for c in args.cells.split(",") if c]
+    report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
     for name, script in (("conv_lstm", "main_conv_lstm.py"), ("conv", "main_conv.py")):
         report[name]["memory"] = bench_memory(script, args.memory_steps)
     out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
