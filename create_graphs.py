@@ -85,10 +85,11 @@ def ssim(a, b, window=7):
 
 def _box_mean(x, k):
     """Means over all k x k windows lying inside the image, `(..., H-k+1, W-k+1, C)`."""
-    c = np.cumsum(np.cumsum(x, axis=-3, dtype=np.float64), axis=-2)
-    c = np.pad(c, [(0, 0)] * (x.ndim - 3) + [(1, 0), (1, 0), (0, 0)])
-    s = c[..., k:, k:, :] - c[..., :-k, k:, :] - c[..., k:, :-k, :] + c[..., :-k, :-k, :]
-    return s / (k * k)
+    from keras import ops
+
+    flat = ops.reshape(ops.convert_to_tensor(x), (-1, *x.shape[-3:]))
+    means = ops.average_pool(flat, pool_size=k, strides=1, padding="valid")
+    return np.asarray(means).reshape(*x.shape[:-3], *means.shape[1:])
 
 
 def metrics(prediction, truth):
