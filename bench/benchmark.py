@@ -8,6 +8,7 @@ on this machine, with the same settings. Run on an otherwise idle machine:
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -90,15 +91,13 @@ def bench_training(config, repeats):
     """End-to-end step (data included, as the training loop runs it) and its parts."""
     import keras
 
-    from model.networks import l2_loss
-    from model.train_step import make_train_step
+    from model.train_step import compiled, make_train_step
     from model.training import batch_at, build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)
     clip = keras.ops.convert_to_tensor(batch_at(config, 0))
-    first = model.first_scored()
-    forward = _compile(lambda c: l2_loss(model(c, training=True), c[:, first:]))
+    forward = compiled(lambda c: model.training_loss(c))
     results = {
         "data_ms": timed(lambda: batch_at(config, 1), repeats),
         "forward_ms": timed(lambda: float(forward(clip)), repeats),
@@ -111,23 +110,12 @@ def bench_training(config, repeats):
     return results
 
 
-def _compile(fn):
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    import jax
-
-    return jax.jit(fn)
-
-
 def bench_cells(repeats, sizes):
     """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D."""
     import keras
 
     from model.conv_lstm_cell import ConvLSTMCell
+    from model.networks import l2_loss
     from model.train_step import make_train_step
 
     class Regressor(keras.Model):
@@ -140,8 +128,8 @@ def bench_cells(repeats, sizes):
         def call(self, x, training=False):
             return self.layer(x)
 
-        def first_scored(self):
-            return 0
+        def training_loss(self, x):
+            return l2_loss(self(x, training=True), x)
 
     results = {}
     for filters, size in sizes:
@@ -179,29 +167,67 @@ def bench_memory(script, steps):
     return {"peak_rss_mb": int(out.stdout.strip().splitlines()[-1]) / 1024}
 
 
+PARTS = ("simulator", "training", "cells", "memory")
+
+
+def _machine(backend):
+    """The processor (and accelerator, where the backend runs on one) the figures come from."""
+    cpu = f"{os.cpu_count()} CPUs"
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return f"{device.device_kind} ({device.platform}), {cpu}"
+    return cpu
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per figure")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"what to measure, comma-separated, of: {', '.join(PARTS)}")
+    parser.add_argument("--batch_sizes", default="16",
+                        help="training batch sizes, comma-separated (16 is the default setting)")
     parser.add_argument("--memory_steps", type=int, default=300,
                         help="steps of the training runs whose peak memory is measured")
     parser.add_argument("--cells", default="4x8,32x32",
-                        help="cell comparisons as FILTERSxSIZE, comma-separated; '' skips them")
+                        help="cell comparisons as FILTERSxSIZE, comma-separated")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
     args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        sizes = [tuple(map(int, c.split("x"))) for c in args.cells.split(",") if c]
+    except ValueError:
+        parser.error("--batch_sizes takes integers, --cells FILTERSxSIZE pairs, comma-separated")
     keras = runtime.setup()
     from model.training import CONV, CONV_LSTM
 
     backend = keras.backend.backend()
-    report = {"backend": backend, "machine": f"{os.cpu_count()} CPUs", "repeats": args.repeats}
-    print(f"backend {backend}, {os.cpu_count()} CPUs, {args.repeats} repeats")
-    report["simulator"] = bench_simulator(args.repeats)
-    for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
-        report[name] = bench_training(config, args.repeats)
-    sizes = [tuple(map(int, c.split("x"))) for c in args.cells.split(",") if c]
-    report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
-    for name, script in (("conv_lstm", "main_conv_lstm.py"), ("conv", "main_conv.py")):
-        report[name]["memory"] = bench_memory(script, args.memory_steps)
+    report = {"backend": backend, "machine": _machine(backend), "repeats": args.repeats}
+    print(f"backend {backend}, {report['machine']}, {args.repeats} repeats")
+    if "simulator" in parts:
+        report["simulator"] = bench_simulator(args.repeats)
+    models = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
+    for name, (config, script) in models.items():
+        result = {}
+        if "training" in parts:
+            for batch in batch_sizes:
+                key = "" if batch == 16 else f"batch_{batch}_"
+                figures = bench_training(dataclasses.replace(config, batch_size=batch),
+                                         args.repeats)
+                result.update({key + k: v for k, v in figures.items()})
+        if "memory" in parts:
+            result["memory"] = bench_memory(script, args.memory_steps)
+        if result:
+            report[name] = result
+    if "cells" in parts:
+        report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
     out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     checkpoint.write_json(out, report)
@@ -210,17 +236,19 @@ def main(argv=None):
 
 
 def _print(report):
-    sim = report["simulator"]
-    print(f"simulator, batch 16 x 10 frames: {sim['vectorised_sequences_per_s']:,.0f} seq/s "
-          f"vectorised vs {sim['loop_sequences_per_s']:,.0f} seq/s per-sequence loop")
+    sim = report.get("simulator")
+    if sim:
+        print(f"simulator, batch 16 x 10 frames: {sim['vectorised_sequences_per_s']:,.0f} seq/s "
+              f"vectorised vs {sim['loop_sequences_per_s']:,.0f} seq/s per-sequence loop")
     for name in ("conv_lstm", "conv"):
-        r = report[name]
-        parts = "  ".join(
-            f"{k[:-3]} {v['min']:.1f}/{v['median']:.1f}/{v['max']:.1f}"
-            for k, v in r.items() if k.endswith("_ms")
-        )
-        print(f"{name:9s} ms min/median/max: {parts}  peak {r['memory']['peak_rss_mb']:.0f} MB")
-    for k, v in report["cells"].items():
+        r = report.get(name, {})
+        for k, v in r.items():
+            if k.endswith("_ms"):
+                print(f"{name:9s} {k[:-3]:28s} ms min/median/max "
+                      f"{v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
+        if "memory" in r:
+            print(f"{name:9s} peak resident memory of a training run {r['memory']['peak_rss_mb']:.0f} MB")
+    for k, v in report.get("cells", {}).items():
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
 
 

@@ -61,11 +61,20 @@ class Predictor(keras.Model):
 
     def call(self, clip, training=False):
         """`(B, T, 32, 32, 3) -> (B, T - first_scored, 32, 32, 3)`: the frames the loss scores."""
+        return ops.stack(self._scored(clip, training), axis=1)
+
+    def training_loss(self, clip, training=True):
+        """The original's loss on a clip `(B, T, 32, 32, 3)`: `l2_loss(self(clip), clip[:, first:])`,
+        summed frame by frame (the same number; its gradient skips a stack and a broadcast)."""
+        targets = ops.unstack(clip[:, self.first_scored() :], axis=1)
+        return sum(l2_loss(p, t) for p, t in zip(self._scored(clip, training), targets))
+
+    def _scored(self, clip, training):
         frames = clip[:, : self.context]
         if self.dropout is not None:
             frames = self.dropout(frames, training=training)
         horizon = clip.shape[1] - self.context
-        return self.rollout(frames, horizon)[:, self.scored_offset :]
+        return self._predict(frames, horizon)[self.scored_offset :]
 
     def first_scored(self):
         """Index of the first frame of a clip that `call`'s output predicts."""
@@ -77,18 +86,23 @@ class Predictor(keras.Model):
         The K context frames go through the encoder as one batch; the predictions the
         network would make from the first K - 1 of them are never used, so they are not decoded.
         """
+        return ops.stack(self._predict(frames, horizon), axis=1)
+
+    def _predict(self, frames, horizon):
+        """`rollout` as a list of `horizon` frames `(B, 32, 32, 3)`. Lists and `unstack` rather
+        than slices: the gradient of a slice is a padded copy, which costs more here."""
         batch, context = ops.shape(frames)[0], frames.shape[1]
         codes = self.encoder(ops.reshape(frames, (-1, *frames.shape[2:])))
-        codes = ops.reshape(codes, (batch, context, *codes.shape[1:]))  # (B, K, 8, 8, 4)
+        codes = ops.unstack(ops.reshape(codes, (batch, context, *codes.shape[1:])), axis=1)
         state = self.initial_state(batch)
-        for t in range(context - 1):
-            state = self.core(codes[:, t], state)[1]
-        code, state = self.core(codes[:, -1], state)
+        for code in codes[:-1]:
+            state = self.core(code, state)[1]
+        code, state = self.core(codes[-1], state)
         predictions = [self.decoder(code)]
         for _ in range(horizon - 1):
             code, state = self.core(self.encoder(predictions[-1]), state)
             predictions.append(self.decoder(code))
-        return ops.stack(predictions, axis=1)
+        return predictions
 
 
 class ConvLSTMPredictor(Predictor):

@@ -20,6 +20,17 @@ def _stderr_silenced():
         os.close(devnull)
 
 
+def tensorflow():
+    """The `tensorflow` module, or None where it is not installed (possible on JAX)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            raise
+        return None
+    return tf
+
+
 def setup(intra_op_threads=1):
     """Import Keras, its backend and TensorFlow quietly, before any model is built.
 
@@ -31,13 +42,14 @@ def setup(intra_op_threads=1):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with _stderr_silenced():
         import keras
-        import tensorflow as tf  # on every backend: TensorBoard summaries use it
 
-        tf.get_logger().setLevel("ERROR")
-        if keras.backend.backend() == "tensorflow":
-            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
-                tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        tf.constant(0)  # start the runtime now, while its log lines go nowhere
+        tf = tensorflow()  # on JAX too where installed: TensorBoard summaries use it
+        if tf is not None:
+            tf.get_logger().setLevel("ERROR")
+            if keras.backend.backend() == "tensorflow":
+                with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+                    tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+            tf.constant(0)  # start the runtime now, while its log lines go nowhere
         if keras.backend.backend() == "jax":
             import jax
 

@@ -2,30 +2,28 @@
 
 import keras
 
-from model.networks import l2_loss
-
 
 def make_train_step(model, optimizer):
-    """Return `(step, sync)`: `step(clip) -> loss` trains on one clip `(B, T, 32, 32, 3)`;
-    `sync()` writes the latest weights and optimiser state back into the Keras objects
-    (a no-op where the backend updates them in place)."""
+    """Return `(step, sync)`: `step(clip) -> loss` trains `model` (with a
+    `training_loss(clip)` method) on one clip `(B, T, 32, 32, 3)`; `sync()` writes the latest
+    weights and optimiser state back into the Keras objects (a no-op where the backend updates
+    them in place)."""
     optimizer.build(model.trainable_variables)
-    first = model.first_scored()
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_step(model, optimizer, first), lambda: None
+        return _tensorflow_step(model, optimizer), lambda: None
     if backend == "jax":
-        return _jax_step(model, optimizer, first)
+        return _jax_step(model, optimizer)
     raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
 
 
-def _tensorflow_step(model, optimizer, first):
+def _tensorflow_step(model, optimizer):
     import tensorflow as tf
 
     @tf.function
     def step(clip):
         with tf.GradientTape() as tape:
-            loss = l2_loss(model(clip, training=True), clip[:, first:])
+            loss = model.training_loss(clip)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return loss
@@ -33,14 +31,16 @@ def _tensorflow_step(model, optimizer, first):
     return step
 
 
-def _jax_step(model, optimizer, first):
+def _jax_step(model, optimizer):
     import jax
 
     def loss_fn(trainable, non_trainable, clip):
-        predictions, non_trainable = model.stateless_call(
-            trainable, non_trainable, clip, training=True
-        )
-        return l2_loss(predictions, clip[:, first:]), non_trainable
+        mapping = [*zip(model.trainable_variables, trainable),
+                   *zip(model.non_trainable_variables, non_trainable)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            loss = model.training_loss(clip)
+        non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
+        return loss, non_trainable
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -73,6 +73,18 @@ def _jax_step(model, optimizer, first):
                 variable.assign(value)
 
     return step, sync
+
+
+def compiled(fn):
+    """`fn` compiled by the backend: a `tf.function` on TensorFlow, `jax.jit` on JAX. For
+    functions that only read the model's variables (evaluation, benchmarks)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    import jax
+
+    return jax.jit(fn)
 
 
 def compiled_rollout(model):

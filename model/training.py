@@ -186,7 +186,6 @@ def train(config, log=print):
 
     Returns the step reached. Raises `NonFiniteLoss` (the last good checkpoint is kept).
     """
-    import tensorflow as tf
     from tqdm import tqdm
 
     from model.train_step import make_train_step
@@ -201,12 +200,12 @@ def train(config, log=print):
         return step
     os.makedirs(config.train_dir, exist_ok=True)
     train_step, sync = make_train_step(model, optimizer)
-    writer = tf.summary.create_file_writer(os.path.join(config.train_dir, "events"))
+    events = _Events(os.path.join(config.train_dir, "events"))
     losses, times = [], []
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
                desc=config.model, smoothing=0.05,
                mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file gets few lines
-    with ThreadPoolExecutor(1) as pool, writer.as_default(), bar:
+    with ThreadPoolExecutor(1) as pool, bar:
         upcoming = pool.submit(batch_at, config, step)
         while step < config.max_step:
             clip = upcoming.result()
@@ -220,22 +219,39 @@ def train(config, log=print):
             step += 1
             bar.update(1)
             if step % config.log_every == 0 or step == config.max_step:
-                _log_losses(bar, step, losses, times)
+                _log_losses(bar, events, step, losses, times)
                 losses, times = [], []
             if step % config.save_every == 0 or step == config.max_step:
                 sync()
                 _save(config, model, optimizer, step)
         upcoming.cancel()
-    writer.flush()
+    events.flush()
     return step
 
 
-def _log_losses(bar, step, losses, times):
-    import tensorflow as tf
+class _Events:
+    """TensorBoard scalars under `path`; none where TensorFlow is not installed (JAX only)."""
 
+    def __init__(self, path):
+        from model import runtime
+
+        self._tf = runtime.tensorflow()
+        self._writer = self._tf.summary.create_file_writer(path) if self._tf else None
+
+    def scalars(self, step, **values):
+        if self._writer is not None:
+            with self._writer.as_default():
+                for name, value in values.items():
+                    self._tf.summary.scalar(name, value, step=step)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+
+def _log_losses(bar, events, step, losses, times):
     mean_loss, ms = float(np.mean(losses)), 1e3 * float(np.median(times))
-    tf.summary.scalar("loss", mean_loss, step=step)
-    tf.summary.scalar("step_time_ms", ms, step=step)
+    events.scalars(step, loss=mean_loss, step_time_ms=ms)
     bar.set_postfix_str(f"loss {mean_loss:.1f}")
     bar.write(f"step {step:>7d}  loss {losses[-1]:8.1f}  mean {mean_loss:8.1f}  {ms:5.1f} ms/step")
 

@@ -82,6 +82,18 @@ def test_dropout_only_in_training():
     assert np.abs(np.asarray(model(clip, training=True)) - np.asarray(model(clip))).max() > 1e-6
 
 
+@pytest.mark.parametrize("config", [CONV_LSTM, CONV], ids=["conv_lstm", "conv"])
+def test_training_loss_is_l2_of_the_scored_frames(config):
+    config = dataclasses.replace(config, batch_size=2)
+    model, _ = build(config)
+    randomise(model)
+    clip = batch_at(config, 0)
+    expected = float(l2_loss(model(clip), clip[:, model.first_scored() :]))
+    assert expected > 1.0
+    np.testing.assert_allclose(float(model.training_loss(clip, training=False)), expected,
+                               rtol=1e-5)
+
+
 def test_loss_is_half_sum_of_squares():
     a = np.arange(6, dtype="float32").reshape(1, 2, 3)
     assert float(l2_loss(a, np.zeros_like(a))) == 0.5 * float(np.sum(a**2))
