@@ -88,25 +88,31 @@ def bench_simulator(repeats):
 
 
 def bench_training(config, repeats):
-    """End-to-end step (data included, as the training loop runs it) and its parts."""
+    """The training step end to end, as the training loop runs it (the next batch generated in a
+    background thread), and its parts, each compiled on its own."""
+    import contextlib
+
     import keras
 
     from model.train_step import compiled, make_train_step
-    from model.training import batch_at, build
+    from model.training import batch_at, batches, build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)
-    clip = keras.ops.convert_to_tensor(batch_at(config, 0))
+    gradients, _ = make_train_step(model, optimizer, apply=False)
     forward = compiled(lambda c: model.training_loss(c))
+    clip = keras.ops.convert_to_tensor(batch_at(config, 0))
     results = {
         "data_ms": timed(lambda: batch_at(config, 1), repeats),
         "forward_ms": timed(lambda: float(forward(clip)), repeats),
+        "forward_backward_ms": timed(lambda: float(gradients(clip)), repeats),
         "compiled_step_ms": timed(lambda: float(step(clip)), repeats),
     }
     counter = iter(range(10**9))
-    results["end_to_end_ms"] = timed(
-        lambda: float(step(batch_at(config, next(counter)))), repeats
-    )
+    results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),
+                                      repeats)
+    with contextlib.closing(batches(config, 0)) as clips:
+        results["end_to_end_ms"] = timed(lambda: float(step(next(clips))), repeats)
     return results
 
 

@@ -3,21 +3,22 @@
 import keras
 
 
-def make_train_step(model, optimizer):
+def make_train_step(model, optimizer, apply=True):
     """Return `(step, sync)`: `step(clip) -> loss` trains `model` (with a
     `training_loss(clip)` method) on one clip `(B, T, 32, 32, 3)`; `sync()` writes the latest
     weights and optimiser state back into the Keras objects (a no-op where the backend updates
-    them in place)."""
+    them in place). With `apply=False` the step computes the gradients but does not apply them
+    (to time the optimiser apart)."""
     optimizer.build(model.trainable_variables)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_step(model, optimizer), lambda: None
+        return _tensorflow_step(model, optimizer, apply), lambda: None
     if backend == "jax":
-        return _jax_step(model, optimizer)
+        return _jax_step(model, optimizer, apply)
     raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
 
 
-def _tensorflow_step(model, optimizer):
+def _tensorflow_step(model, optimizer, apply):
     import tensorflow as tf
 
     @tf.function
@@ -25,13 +26,15 @@ def _tensorflow_step(model, optimizer):
         with tf.GradientTape() as tape:
             loss = model.training_loss(clip)
         grads = tape.gradient(loss, model.trainable_variables)
+        if not apply:
+            return loss, grads  # returned, so the graph computes them
         optimizer.apply(grads, model.trainable_variables)
         return loss
 
-    return step
+    return step if apply else lambda clip: step(clip)[0]
 
 
-def _jax_step(model, optimizer):
+def _jax_step(model, optimizer, apply):
     import jax
 
     def loss_fn(trainable, non_trainable, clip):
@@ -48,6 +51,8 @@ def _jax_step(model, optimizer):
     def pure_step(state, clip):
         trainable, non_trainable, opt_vars = state
         (loss, non_trainable), grads = grad_fn(trainable, non_trainable, clip)
+        if not apply:
+            return (loss, grads), state  # returned, so XLA computes them
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
         return loss, (trainable, non_trainable, opt_vars)
 
@@ -64,7 +69,7 @@ def _jax_step(model, optimizer):
 
     def step(clip):
         loss, state[0] = pure_step(state[0], clip)
-        return loss
+        return loss if apply else loss[0]
 
     def sync():
         groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables)

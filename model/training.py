@@ -4,6 +4,7 @@
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -146,6 +147,23 @@ def batch_at(config, step):
     )
 
 
+def batches(config, step):
+    """The training clips of steps `step, step + 1, ...` as backend tensors, each generated and
+    converted in a background thread while the caller trains on the one before."""
+    from keras import ops
+
+    def prepare(step):
+        return ops.convert_to_tensor(batch_at(config, step))
+
+    with ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(prepare, step)
+        while True:
+            clip = upcoming.result()
+            step += 1
+            upcoming = pool.submit(prepare, step)
+            yield clip
+
+
 def video_clip(config):
     """The fixed 50-frame clip every video of a run shows, so videos compare across steps."""
     rng = np.random.default_rng([config.seed, 2**32 - 1])
@@ -205,11 +223,9 @@ def train(config, log=print):
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
                desc=config.model, smoothing=0.05,
                mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file gets few lines
-    with ThreadPoolExecutor(1) as pool, bar:
-        upcoming = pool.submit(batch_at, config, step)
+    with contextlib.closing(batches(config, step)) as clips, bar:
         while step < config.max_step:
-            clip = upcoming.result()
-            upcoming = pool.submit(batch_at, config, step + 1)
+            clip = next(clips)
             start = time.perf_counter()
             loss = float(train_step(clip))
             times.append(time.perf_counter() - start)
@@ -224,7 +240,6 @@ def train(config, log=print):
             if step % config.save_every == 0 or step == config.max_step:
                 sync()
                 _save(config, model, optimizer, step)
-        upcoming.cancel()
     events.flush()
     return step
 

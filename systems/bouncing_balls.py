@@ -5,11 +5,20 @@ positions and velocities, then takes `SUBSTEPS` sub-steps: move by
 `v / SUBSTEPS`, reflect at the walls, and resolve touching pairs with a 1-D
 elastic collision along the line of centres. Frames are rendered as soft discs;
 green is the ball, red and blue carry `vx + 0.5` and `vy + 0.5`.
+
+Two engines compute the same clips: compiled kernels (`systems/_compiled.py`, used where
+`numba` is installed, about 10x faster) and the NumPy code below, vectorised over the batch,
+which is the reference the kernels are tested against. `engine="numpy"` picks it explicitly.
 """
 
 import math
 
 import numpy as np
+
+try:
+    from systems import _compiled
+except ImportError:  # numba is not installed: the NumPy engine serves
+    _compiled = None
 
 BOX = 10.0  # side of the square box, in world units
 RADIUS = 1.2  # default ball radius
@@ -23,7 +32,8 @@ CANDIDATES = 64  # candidate placements drawn per rejected row and round
 HEX_DENSITY = math.pi / (2 * math.sqrt(3))  # densest packing of equal discs
 
 
-def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None):
+def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None,
+             engine=None):
     """Simulate and render a batch of bouncing-ball clips.
 
     Args:
@@ -34,6 +44,7 @@ def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, fricti
         radius: Ball radius in world units (the box has side 10).
         friction: Add a slight downward pull and a 0.5 % drag per sub-step.
         rng: A `np.random.Generator`, an int seed, or `None` for fresh entropy.
+        engine: "numba", "numpy", or None for numba where it is installed.
 
     Returns:
         float32 array `(B, T, size, size, 3)` in [0, 1].
@@ -43,20 +54,30 @@ def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, fricti
     """
     _check(batch_size, seq_length, size, num_balls, radius)
     rng = np.random.default_rng(rng)
-    pos, vel = simulate(batch_size, seq_length, num_balls, radius, friction, rng)
-    return render(pos, vel, size, radius)
+    pos, vel = simulate(batch_size, seq_length, num_balls, radius, friction, rng, engine)
+    return render(pos, vel, size, radius, engine)
 
 
-def simulate(batch_size, seq_length, num_balls=2, radius=RADIUS, friction=False, rng=None):
+def simulate(batch_size, seq_length, num_balls=2, radius=RADIUS, friction=False, rng=None,
+             engine=None):
     """Trajectories only: positions and velocities, each `(B, T, N, 2)` as (x, y)."""
     _check(batch_size, seq_length, 1, num_balls, radius)
     rng = np.random.default_rng(rng)
-    x = _initial_positions(batch_size, num_balls, radius, rng)
+    x = _initial_positions(batch_size, num_balls, radius, rng, engine)
     v = rng.standard_normal((batch_size, num_balls, 2))
     v *= SPEED / np.linalg.norm(v, axis=(1, 2), keepdims=True)
-    pos = np.empty((batch_size, seq_length, num_balls, 2))
+    return trajectories(x, v, seq_length, radius, friction, engine)
+
+
+def trajectories(x, v, seq_length, radius=RADIUS, friction=False, engine=None):
+    """Positions and velocities `(B, T, N, 2)` from start positions and velocities `(B, N, 2)`."""
+    x, v = np.array(x, np.float64), np.array(v, np.float64)
+    if _use_compiled(engine):
+        return _compiled.simulate(x, v, seq_length, SUBSTEPS, BOX, radius, bool(friction),
+                                  GRAVITY, DRAG)
+    pos = np.empty((x.shape[0], seq_length, *x.shape[1:]))
     vel = np.empty_like(pos)
-    pairs = np.triu_indices(num_balls, k=1)
+    pairs = np.triu_indices(x.shape[1], k=1)
     for t in range(seq_length):
         pos[:, t], vel[:, t] = x, v
         for _ in range(SUBSTEPS):
@@ -64,17 +85,29 @@ def simulate(batch_size, seq_length, num_balls=2, radius=RADIUS, friction=False,
     return pos, vel
 
 
-def render(pos, vel, size, radius):
+def render(pos, vel, size, radius, engine=None):
     """Paint `(B, T, N, 2)` positions and velocities as `(B, T, size, size, 3)` frames."""
     centres = (np.arange(size, dtype=np.float32) + 0.5) * (BOX / size)
+    if _use_compiled(engine):
+        return _compiled.render(pos, vel, centres, np.float32(radius**2))
     p = pos.astype(np.float32)[..., None]
     dx2 = np.square(centres - p[..., 0, :]) / radius**2  # (B, T, N, W)
     dy2 = np.square(centres - p[..., 1, :]) / radius**2  # (B, T, N, H)
     d4 = np.square(dy2[..., :, None] + dx2[..., None, :])  # (B, T, N, H, W)
     mass = np.exp(-np.square(d4))
     shade = np.stack([vel[..., 0] + 0.5, np.ones_like(vel[..., 0]), vel[..., 1] + 0.5], -1)
-    frames = np.einsum("btnhw,btnc->bthwc", mass, shade.astype(np.float32), optimize=True)
+    frames = np.matmul(  # sum over balls of mass * shade, as (B, T, H * W, N) @ (B, T, N, 3)
+        mass.reshape(*mass.shape[:3], -1).swapaxes(-1, -2), shade.astype(np.float32)
+    ).reshape(*mass.shape[:2], size, size, 3)
     return np.clip(frames, 0.0, 1.0, out=frames)
+
+
+def _use_compiled(engine):
+    if engine not in (None, "numba", "numpy"):
+        raise ValueError(f"engine must be 'numba', 'numpy' or None, got {engine!r}")
+    if engine == "numba" and _compiled is None:
+        raise ValueError("engine 'numba' needs the numba package: pip install numba")
+    return engine != "numpy" and _compiled is not None
 
 
 def _substep(x, v, radius, friction, pairs):
@@ -102,7 +135,7 @@ def _collide(x, v, radius, pairs):
     return v
 
 
-def _initial_positions(batch_size, num_balls, radius, rng):
+def _initial_positions(batch_size, num_balls, radius, rng, engine=None):
     """Uniform positions in [LOW, BOX), each row's whole set redrawn until no ball touches a wall
     or another ball. Each round draws `CANDIDATES` sets per unfinished row and keeps the first
     valid one, which is the same distribution as redrawing one set at a time."""
@@ -110,7 +143,10 @@ def _initial_positions(batch_size, num_balls, radius, rng):
     todo = np.arange(batch_size)
     for _ in range(MAX_PLACEMENT_ROUNDS):
         tries = rng.uniform(LOW, BOX, (todo.size, CANDIDATES, num_balls, 2))
-        valid = _valid_placement(tries, radius)  # (rows, CANDIDATES)
+        if _use_compiled(engine):
+            valid = _compiled.valid_placement(tries, BOX, radius)  # (rows, CANDIDATES)
+        else:
+            valid = _valid_placement(tries, radius)
         found = valid.any(axis=1)
         x[todo[found]] = tries[found, valid[found].argmax(axis=1)]
         todo = todo[~found]

@@ -17,9 +17,45 @@ def pair_distance(pos):
     return np.linalg.norm(pos[..., 0, :] - pos[..., 1, :], axis=-1)  # (B, T)
 
 
-@pytest.fixture(scope="module")
-def long_run():
-    return simulate(256, 200, rng=7)
+ENGINES = ["numba", "numpy"] if bb._compiled is not None else ["numpy"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def long_run(request):
+    return simulate(256, 200, rng=7, engine=request.param)
+
+
+@pytest.mark.skipif(bb._compiled is None, reason="numba is not installed")
+@pytest.mark.parametrize("kwargs", [{}, {"friction": True}, {"num_balls": 5, "radius": 1.0},
+                                    {"size": 48, "radius": 2.0}, {"num_balls": 1, "radius": 3.0}])
+def test_engines_agree(kwargs):
+    sim = {k: v for k, v in kwargs.items() if k != "size"}
+    for seed in range(5):
+        pos, vel = simulate(16, 40, rng=seed, engine="numpy", **sim)
+        fast_pos, fast_vel = simulate(16, 40, rng=seed, engine="numba", **sim)
+        np.testing.assert_array_equal(fast_pos, pos)  # the same float64 operations, in order
+        np.testing.assert_array_equal(fast_vel, vel)
+        frames = generate(16, 40, rng=seed, engine="numpy", **kwargs)
+        fast = generate(16, 40, rng=seed, engine="numba", **kwargs)
+        assert fast.dtype == np.float32 and fast.shape == frames.shape
+        np.testing.assert_allclose(fast, frames, rtol=0, atol=1e-6)
+
+
+def test_unknown_engine():
+    with pytest.raises(ValueError, match="engine must be"):
+        generate(1, 1, engine="cuda")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_collisions_only_while_approaching(engine):
+    """Overlapping balls moving apart keep their velocities; approaching ones swap the normal
+    components (equal masses), so a pair never locks together."""
+    x = np.array([[[4.0, 5.0], [6.2, 5.0]]] * 2)  # 2.2 apart: overlapping (2 R = 2.4)
+    v = np.array([[[-0.1, 0.05], [0.1, 0.0]],  # separating along x
+                  [[0.1, 0.0], [-0.1, 0.0]]])  # approaching along the line of centres
+    _, vel = bb.trajectories(x, v, 2, engine=engine)
+    np.testing.assert_array_equal(vel[0, 1], v[0])
+    np.testing.assert_allclose(vel[1, 1], [[-0.1, 0.0], [0.1, 0.0]], atol=1e-12)
 
 
 def test_shape_dtype_range():
