@@ -13,11 +13,12 @@ FPS = 4
 
 
 def side_by_side(truth, prediction):
-    """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left."""
-    panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in (truth, prediction)]
-    gap = np.ones((*panels[0].shape[:2], GAP, 3), np.float32)
-    frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
-    return (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left. Converted to
+    uint8 before scaling up, so the large frames never exist as floats."""
+    small = [(np.clip(p, 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for p in (truth, prediction)]
+    panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in small]
+    gap = np.full((*panels[0].shape[:2], GAP, 3), 255, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1]], axis=2)
 
 
 def write_mp4(path, frames, fps=FPS):
