@@ -198,7 +198,7 @@ def main(argv=None):
                         help="training batch sizes, comma-separated (16 is the default setting)")
     parser.add_argument("--memory_steps", type=int, default=300,
                         help="steps of the training runs whose peak memory is measured")
-    parser.add_argument("--cells", default="4x8,32x32",
+    parser.add_argument("--cells", default="4x8,16x16,32x32",
                         help="cell comparisons as FILTERSxSIZE, comma-separated")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
     args = parser.parse_args(argv)

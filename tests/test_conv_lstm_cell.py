@@ -25,8 +25,8 @@ def to_keras_conv_lstm(kernel, bias, channels, filters, forget_bias):
     return [reorder(kernel[:, :, :channels]), reorder(kernel[:, :, channels:]), reorder(bias)]
 
 
-def random_cell_and_peer(rng, channels, filters, kernel_size, height, width):
-    cell = ConvLSTMCell(filters, kernel_size, forget_bias=1.0)
+def random_cell_and_peer(rng, channels, filters, kernel_size, height, width, gate_convs="auto"):
+    cell = ConvLSTMCell(filters, kernel_size, forget_bias=1.0, gate_convs=gate_convs)
     cell.build((None, height, width, channels))
     kernel = rng.normal(0, 0.3, cell.kernel.shape).astype("float32")
     bias = rng.normal(0, 0.3, cell.bias.shape).astype("float32")
@@ -40,13 +40,15 @@ def random_cell_and_peer(rng, channels, filters, kernel_size, height, width):
     return cell, peer
 
 
+@pytest.mark.parametrize("gate_convs", ["fused", "per_gate"])
 @pytest.mark.parametrize(
     "channels,filters,kernel_size,height,width",
     [(3, 4, 3, 8, 8), (1, 2, (3, 5), 6, 9), (5, 8, 1, 4, 4), (4, 3, 5, 10, 7)],
 )
-def test_matches_keras_conv_lstm2d(channels, filters, kernel_size, height, width):
+def test_matches_keras_conv_lstm2d(channels, filters, kernel_size, height, width, gate_convs):
     rng = np.random.default_rng(channels * 100 + filters)
-    cell, peer = random_cell_and_peer(rng, channels, filters, kernel_size, height, width)
+    cell, peer = random_cell_and_peer(rng, channels, filters, kernel_size, height, width,
+                                      gate_convs)
     x = rng.normal(0, 1, (2, 6, height, width, channels)).astype("float32")
     ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x)
     theirs, h, c = peer(x)
@@ -81,10 +83,21 @@ def test_weights_and_state_shapes():
     assert tuple(cell.get_initial_state(5)[0].shape) == (5, 8, 8, 8)
 
 
+def test_auto_gate_convs_by_size():
+    small, large = ConvLSTMCell(4, 3), ConvLSTMCell(16, 3)
+    small.build((None, 8, 8, 4))
+    large.build((None, 16, 16, 16))
+    assert not small._per_gate and large._per_gate
+    with pytest.raises(ValueError, match="gate_convs"):
+        ConvLSTMCell(4, 3, gate_convs="split")
+
+
 def test_config_round_trip():
-    cell = ConvLSTMCell(6, (3, 1), forget_bias=0.5, activation="relu", name="c")
+    cell = ConvLSTMCell(6, (3, 1), forget_bias=0.5, activation="relu", name="c",
+                        gate_convs="per_gate")
     clone = ConvLSTMCell.from_config(json.loads(json.dumps(cell.get_config())))
     assert clone.get_config() == cell.get_config()
+    assert clone.gate_convs == "per_gate"
     assert (clone.filters, clone.kernel_size, clone.forget_bias) == (6, (3, 1), 0.5)
 
 
