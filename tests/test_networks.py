@@ -94,6 +94,16 @@ def test_training_loss_is_l2_of_the_scored_frames(config):
                                rtol=1e-5)
 
 
+def test_input_dropout_statistics():
+    from model.networks import InputDropout
+
+    x = np.ones((64, 32, 32, 3), "float32")
+    y = np.asarray(InputDropout(0.2, seed=1)(x, training=True))
+    assert set(np.unique(y)) == {0.0, np.float32(1.25)}
+    assert abs((y == 0).mean() - 0.2) < 0.01  # 196,608 values: 0.2 +- 0.001 (1 sd)
+    np.testing.assert_array_equal(np.asarray(InputDropout(0.2)(x)), x)
+
+
 def test_loss_is_half_sum_of_squares():
     a = np.arange(6, dtype="float32").reshape(1, 2, 3)
     assert float(l2_loss(a, np.zeros_like(a))) == 0.5 * float(np.sum(a**2))
