@@ -38,8 +38,11 @@ def timed(fn, repeats, warmup=3):
 
 
 def loop_simulator(seq_length, num_balls=2, radius=1.2, rng=None):
-    """One sequence, ball by ball and pixel row by row in Python: the per-sequence style of the
-    2016 original, kept here only as the comparison for the vectorised simulator."""
+    """One sequence in the per-sequence style of the 2016 original, kept only as the comparison
+    for the batched engines: placement by rejection in Python, each ball painted over the whole
+    frame, the physics as plain Python loops (our numba kernel's own code, run uncompiled)."""
+    from systems import _compiled
+
     box, size = bouncing_balls.BOX, 32
     while True:
         x = rng.uniform(2, box, (num_balls, 2))
@@ -49,39 +52,33 @@ def loop_simulator(seq_length, num_balls=2, radius=1.2, rng=None):
             break
     v = rng.standard_normal((num_balls, 2))
     v *= 0.5 / np.linalg.norm(v)
+    substep = _compiled._substep.py_func  # the Python function, not its compiled version
     frames = np.zeros((seq_length, size, size, 3), np.float32)
     centres = (np.arange(size) + 0.5) / size * box
     for t in range(seq_length):
-        for i in range(num_balls):
-            for row in range(size):
-                d2 = (centres - x[i, 0]) ** 2 + (centres[row] - x[i, 1]) ** 2
-                m = np.exp(-((d2 / radius**2) ** 4))
-                frames[t, row] += m[:, None] * [v[i, 0] + 0.5, 1.0, v[i, 1] + 0.5]
-        for _ in range(2):
-            x += 0.5 * v
-            for i in range(num_balls):
-                for z in range(2):
-                    if x[i, z] - radius < 0:
-                        v[i, z] = abs(v[i, z])
-                    if x[i, z] + radius > box:
-                        v[i, z] = -abs(v[i, z])
-            for i in range(num_balls):
-                for j in range(i):
-                    d = x[i] - x[j]
-                    if np.linalg.norm(d) < 2 * radius:
-                        n = d / np.linalg.norm(d)
-                        dv = np.dot(v[i] - v[j], n) * n
-                        v[i], v[j] = v[i] - dv, v[j] + dv
+        for (px, py), (vx, vy) in zip(x, v):
+            d2 = (centres[None, :] - px) ** 2 + (centres[:, None] - py) ** 2
+            m = np.exp(-((d2 / radius**2) ** 4))
+            frames[t] += m[..., None] * [vx + 0.5, 1.0, vy + 0.5]
+        for _ in range(bouncing_balls.SUBSTEPS):
+            substep(x, v, bouncing_balls.SUBSTEPS, box, radius, False, 0.0, 0.0)
     return np.minimum(frames, 1.0)
 
 
 def bench_simulator(repeats):
+    """Batch 16 x 10 frames at 32x32, 2 balls: the default engine, the NumPy engine and a
+    per-sequence Python loop in the 2016 original's style."""
     rng = np.random.default_rng(0)
     ours = timed(lambda: bouncing_balls.generate(16, 10, rng=rng), repeats)
+    numpy_engine = timed(lambda: bouncing_balls.generate(16, 10, rng=rng, engine="numpy"),
+                         repeats)
     loop = timed(lambda: [loop_simulator(10, rng=rng) for _ in range(16)], max(3, repeats // 20))
     return {
+        "engine": "numba" if bouncing_balls._compiled is not None else "numpy",
         "vectorised_ms_per_batch": ours,
         "vectorised_sequences_per_s": 16e3 / ours["median"],
+        "numpy_engine_ms_per_batch": numpy_engine,
+        "numpy_engine_sequences_per_s": 16e3 / numpy_engine["median"],
         "loop_ms_per_batch": loop,
         "loop_sequences_per_s": 16e3 / loop["median"],
     }
@@ -245,7 +242,8 @@ def _print(report):
     sim = report.get("simulator")
     if sim:
         print(f"simulator, batch 16 x 10 frames: {sim['vectorised_sequences_per_s']:,.0f} seq/s "
-              f"vectorised vs {sim['loop_sequences_per_s']:,.0f} seq/s per-sequence loop")
+              f"({sim['engine']}) vs {sim['numpy_engine_sequences_per_s']:,.0f} seq/s NumPy "
+              f"engine vs {sim['loop_sequences_per_s']:,.0f} seq/s per-sequence loop")
     for name in ("conv_lstm", "conv"):
         r = report.get(name, {})
         for k, v in r.items():

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, "bench")
+import benchmark  # noqa: E402
+
+
+def test_loop_comparison_simulates_the_same_world():
+    frames = benchmark.loop_simulator(20, rng=np.random.default_rng(0))
+    assert frames.shape == (20, 32, 32, 3) and frames.dtype == np.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    # two balls of radius 1.2 in a box of 10 at 3.2 px per unit: green mass about 2 * pi * r^2
+    green = frames[..., 1].sum(axis=(1, 2))
+    expected = 2 * np.pi * (1.2 * 3.2) ** 2 * 0.906  # integral of exp(-(d/r)^8) over the disc
+    assert np.all(np.abs(green - expected) < 0.1 * expected)
+
+
+def test_benchmark_command_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, "bench/benchmark.py", "--parts", "simulator,training", "--repeats", "2",
+         "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads(out.read_text())
+    assert report["simulator"]["vectorised_sequences_per_s"] > 0
+    for model in ("conv_lstm", "conv"):
+        parts = report[model]
+        for key in ("data_ms", "forward_ms", "forward_backward_ms", "compiled_step_ms",
+                    "end_to_end_ms"):
+            assert 0 < parts[key]["min"] <= parts[key]["median"] <= parts[key]["max"]
+
+
+def test_benchmark_rejects_unknown_parts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "bench/benchmark.py", "--parts", "speed", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "unknown speed" in result.stderr
