@@ -80,12 +80,11 @@ def valid_placement(x, box, radius):
 
 
 @numba.njit(cache=True, nogil=True)
-def render(pos, vel, centres, radius_sq):
-    """Frames `(B, T, S, S, 3)` float32 from positions and velocities `(B, T, N, 2)`;
-    `centres` are the float32 pixel centres in world units."""
+def render(pos, vel, centres, radius_sq, frames):
+    """Paint positions and velocities `(B, T, N, 2)` into `frames` `(B, T, S, S, 3)` float32,
+    all zeros on entry; `centres` are the float32 pixel centres in world units."""
     batch, steps, balls = pos.shape[0], pos.shape[1], pos.shape[2]
     size = centres.shape[0]
-    frames = np.zeros((batch, steps, size, size, 3), np.float32)
     dx2 = np.empty(size, np.float32)
     dy2 = np.empty(size, np.float32)
     boxes = np.empty((balls, 4), np.int64)  # rows and columns each ball paints, [start, stop)
@@ -118,7 +117,6 @@ def render(pos, vel, centres, radius_sq):
                         for c in range(3):
                             frame[h, w, c] = min(max(frame[h, w, c], np.float32(0.0)),
                                                  np.float32(1.0))
-    return frames
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -12,6 +12,8 @@ which is the reference the kernels are tested against. `engine="numpy"` picks it
 """
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +31,7 @@ GRAVITY = 0.003  # friction option: downward pull on vy per sub-step
 DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
 MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected rows before giving up
 CANDIDATES = 64  # candidate placements drawn per rejected row and round
+PARALLEL_MIN_SEQUENCES = 32  # the numba painter splits larger batches over threads, 32+ each
 HEX_DENSITY = math.pi / (2 * math.sqrt(3))  # densest packing of equal discs
 
 
@@ -89,7 +92,7 @@ def render(pos, vel, size, radius, engine=None):
     """Paint `(B, T, N, 2)` positions and velocities as `(B, T, size, size, 3)` frames."""
     centres = (np.arange(size, dtype=np.float32) + 0.5) * (BOX / size)
     if _use_compiled(engine):
-        return _compiled.render(pos, vel, centres, np.float32(radius**2))
+        return _render_compiled(pos, vel, centres, np.float32(radius**2))
     p = pos.astype(np.float32)[..., None]
     dx2 = np.square(centres - p[..., 0, :]) / radius**2  # (B, T, N, W)
     dy2 = np.square(centres - p[..., 1, :]) / radius**2  # (B, T, N, H)
@@ -100,6 +103,22 @@ def render(pos, vel, size, radius, engine=None):
         mass.reshape(*mass.shape[:3], -1).swapaxes(-1, -2), shade.astype(np.float32)
     ).reshape(*mass.shape[:2], size, size, 3)
     return np.clip(frames, 0.0, 1.0, out=frames)
+
+
+def _render_compiled(pos, vel, centres, radius_sq):
+    """The numba painter, on several threads for large batches (the kernel releases the GIL):
+    at batch 16 one thread leaves the other core to the training step; at batch 256 on a GPU
+    machine one thread would leave the GPU waiting."""
+    frames = np.zeros((*pos.shape[:2], centres.size, centres.size, 3), np.float32)
+    chunks = min(os.cpu_count() or 1, pos.shape[0] // PARALLEL_MIN_SEQUENCES)
+    if chunks < 2:
+        _compiled.render(pos, vel, centres, radius_sq, frames)
+        return frames
+    bounds = np.linspace(0, pos.shape[0], chunks + 1).astype(int)
+    with ThreadPoolExecutor(chunks) as pool:
+        list(pool.map(lambda a, b: _compiled.render(pos[a:b], vel[a:b], centres, radius_sq,
+                                                    frames[a:b]), bounds[:-1], bounds[1:]))
+    return frames
 
 
 def _use_compiled(engine):

@@ -168,3 +168,11 @@ def test_impossible_requests_raise_quickly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(**args)
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.skipif(bb._compiled is None, reason="numba is not installed")
+def test_threaded_painting_matches_one_thread(monkeypatch):
+    monkeypatch.setattr(bb.os, "cpu_count", lambda: 4)
+    threaded = generate(4 * bb.PARALLEL_MIN_SEQUENCES, 3, rng=5)  # painted in 4 chunks
+    monkeypatch.setattr(bb, "PARALLEL_MIN_SEQUENCES", 10**9)
+    np.testing.assert_array_equal(generate(threaded.shape[0], 3, rng=5), threaded)
