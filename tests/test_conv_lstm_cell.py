@@ -135,6 +135,8 @@ clip = generate(4, 10, rng=1)
 losses = [float(step(clip)) for _ in range(100)]
 sync()
 print("loss", losses[0], losses[-1], tuple(model(clip).shape))
+seed_state = np.asarray(model.dropout.seed_generator.state.value)
+print("dropout_draws", int(seed_state[-1]))  # the stateless step must hand its state back
 """
 
 
@@ -150,3 +152,4 @@ def test_cell_and_network_on_jax():
     first, last, shape = lines["loss"].split(" ", 2)
     assert float(last) < 0.8 * float(first)
     assert shape == "(4, 4, 32, 32, 3)"
+    assert int(lines["dropout_draws"]) == 100  # a fresh dropout mask at every step
