@@ -82,7 +82,8 @@ def _jax_step(model, optimizer, apply):
 
 def compiled(fn):
     """`fn` compiled by the backend: a `tf.function` on TensorFlow, `jax.jit` on JAX. For
-    functions that only read the model's variables (evaluation, benchmarks)."""
+    functions that only read the model's variables; on JAX their values are baked in when it is
+    first traced, so use it only while the weights stay fixed (as the benchmark does)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from model import checkpoint
+from model import checkpoint, runtime
 from systems import bouncing_balls
 
 VIDEO_FRAMES = 50  # length of the rollout videos, true context included
@@ -248,8 +248,6 @@ class _Events:
     """TensorBoard scalars under `path`; none where TensorFlow is not installed (JAX only)."""
 
     def __init__(self, path):
-        from model import runtime
-
         self._tf = runtime.tensorflow()
         self._writer = self._tf.summary.create_file_writer(path) if self._tf else None
 

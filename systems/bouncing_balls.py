@@ -7,7 +7,7 @@ elastic collision along the line of centres. Frames are rendered as soft discs;
 green is the ball, red and blue carry `vx + 0.5` and `vy + 0.5`.
 
 Two engines compute the same clips: compiled kernels (`systems/_compiled.py`, used where
-`numba` is installed, about 10x faster) and the NumPy code below, vectorised over the batch,
+`numba` is installed, about 3x faster) and the NumPy code below, vectorised over the batch,
 which is the reference the kernels are tested against. `engine="numpy"` picks it explicitly.
 """
 
