@@ -91,20 +91,25 @@ def bench_training(config, repeats):
 
     import keras
 
-    from model.train_step import compiled, make_train_step
+    from model.train_step import chained_loss, compiled, default_chains, make_train_step
     from model.training import batch_at, batches, build
 
     model, optimizer = build(config)
+    chains = default_chains()
     step, _ = make_train_step(model, optimizer)
     gradients, _ = make_train_step(model, optimizer, apply=False)
-    forward = compiled(lambda c: model.training_loss(c))
+    forward = compiled(lambda c: chained_loss(model, c, chains))
     clip = keras.ops.convert_to_tensor(batch_at(config, 0))
     results = {
+        "chains": chains,
         "data_ms": timed(lambda: batch_at(config, 1), repeats),
         "forward_ms": timed(lambda: float(forward(clip)), repeats),
         "forward_backward_ms": timed(lambda: float(gradients(clip)), repeats),
         "compiled_step_ms": timed(lambda: float(step(clip)), repeats),
     }
+    if chains != 1:  # the comparison: the whole batch as one chain
+        one_chain, _ = make_train_step(model, optimizer, chains=1)
+        results["compiled_step_one_chain_ms"] = timed(lambda: float(one_chain(clip)), repeats)
     counter = iter(range(10**9))
     results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),
                                       repeats)

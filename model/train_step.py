@@ -3,28 +3,61 @@
 import keras
 
 
-def make_train_step(model, optimizer, apply=True):
+def make_train_step(model, optimizer, apply=True, chains=None):
     """Return `(step, sync)`: `step(clip) -> loss` trains `model` (with a
     `training_loss(clip)` method) on one clip `(B, T, 32, 32, 3)`; `sync()` writes the latest
     weights and optimiser state back into the Keras objects (a no-op where the backend updates
     them in place). With `apply=False` the step computes the gradients but does not apply them
-    (to time the optimiser apart)."""
+    (to time the optimiser apart).
+
+    `chains` splits the batch into that many parts whose losses are computed side by side and
+    summed: the same loss and gradients where `training_loss` sums over the batch, as ours does
+    (dropout draws its masks per part). `None` picks `default_chains()`."""
     optimizer.build(model.trainable_variables)
+    chains = default_chains() if chains is None else int(chains)
+    if chains < 1:
+        raise ValueError(f"chains must be at least 1, got {chains}")
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_step(model, optimizer, apply), lambda: None
+        return _tensorflow_step(model, optimizer, apply, chains), lambda: None
     if backend == "jax":
-        return _jax_step(model, optimizer, apply)
+        return _jax_step(model, optimizer, apply, chains)
     raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
 
 
-def _tensorflow_step(model, optimizer, apply):
+def default_chains():
+    """2 on TensorFlow without a GPU, else 1.
+
+    A step of our small networks is a long chain of small dependent ops, each run on one
+    thread (`runtime.setup`), so a single chain leaves the second core of a 2-core CPU mostly
+    idle. Two half-batch chains are independent until their gradients are summed, and
+    TensorFlow's inter-op threads run them side by side (`bench/benchmark.py` compares one chain
+    in the same run; 2 beat 1 and 4). JAX's CPU runtime runs one op at a time, and a GPU has
+    its own parallelism."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return 1 if tf.config.list_logical_devices("GPU") else 2
+
+
+def chained_loss(model, clip, chains):
+    """`model.training_loss(clip)` as the sum over `chains` consecutive parts of the batch."""
+    batch = clip.shape[0]
+    if chains == 1 or batch is None or batch < 2:
+        return model.training_loss(clip)
+    chains = min(chains, batch)
+    cuts = [batch * k // chains for k in range(1, chains)]
+    return sum(model.training_loss(part) for part in keras.ops.split(clip, cuts, axis=0))
+
+
+def _tensorflow_step(model, optimizer, apply, chains):
     import tensorflow as tf
 
     @tf.function
     def step(clip):
         with tf.GradientTape() as tape:
-            loss = model.training_loss(clip)
+            loss = chained_loss(model, clip, chains)
         grads = tape.gradient(loss, model.trainable_variables)
         if not apply:
             return loss, grads  # returned, so the graph computes them
@@ -34,14 +67,14 @@ def _tensorflow_step(model, optimizer, apply):
     return step if apply else lambda clip: step(clip)[0]
 
 
-def _jax_step(model, optimizer, apply):
+def _jax_step(model, optimizer, apply, chains):
     import jax
 
     def loss_fn(trainable, non_trainable, clip):
         mapping = [*zip(model.trainable_variables, trainable),
                    *zip(model.non_trainable_variables, non_trainable)]
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            loss = model.training_loss(clip)
+            loss = chained_loss(model, clip, chains)
         non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
         return loss, non_trainable
 

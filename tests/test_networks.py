@@ -116,3 +116,31 @@ def test_training_lowers_the_loss(config, steps):
     step, _ = make_train_step(model, optimizer)
     losses = [float(step(batch_at(config, i))) for i in range(steps)]
     assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])
+
+
+@pytest.mark.parametrize("config", [CONV_LSTM, CONV], ids=["conv_lstm", "conv"])
+def test_chained_step_trains_like_one_chain(config):
+    """Splitting the batch into side-by-side chains is a schedule, not a change of maths: the
+    same loss and the same weights after two Adam steps (no dropout, so no randomness)."""
+    config = dataclasses.replace(config, batch_size=5, keep_prob=1.0)  # 5: an uneven split
+    clips = [batch_at(config, i) for i in range(2)]
+    results = []
+    for chains in (1, 2, 3):
+        model, optimizer = build(config)
+        randomise(model)
+        step, sync = make_train_step(model, optimizer, chains=chains)
+        losses = [float(step(clip)) for clip in clips]
+        sync()
+        results.append((losses, model.get_weights()))
+    (losses, weights), others = results[0], results[1:]
+    assert losses[1] != losses[0]  # the first step changed the weights
+    for other_losses, other_weights in others:
+        np.testing.assert_allclose(other_losses, losses, rtol=1e-5)
+        for a, b in zip(weights, other_weights):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_chains_must_be_positive():
+    model, optimizer = build(dataclasses.replace(CONV, batch_size=2))
+    with pytest.raises(ValueError, match="chains must be at least 1"):
+        make_train_step(model, optimizer, chains=0)
