@@ -20,11 +20,60 @@ def _conv_kwargs():
     )
 
 
+def _pointwise(layer, inputs):
+    """Whether `layer` is a 1x1, stride-1, channels-last convolution of `inputs` with static
+    spatial sizes: one that a matrix product computes."""
+    return (
+        layer.kernel_size == (1, 1)
+        and layer.strides == (1, 1)
+        and layer.dilation_rate == (1, 1)
+        and layer.data_format == "channels_last"
+        and getattr(layer, "groups", 1) == 1
+        and None not in inputs.shape[1:]
+    )
+
+
+def _matmul_channels(inputs, matrix):
+    """`inputs (B, ..., C_in) @ matrix (C_in, C_out)`, as one 2-D matrix product."""
+    outputs = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), matrix)
+    return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
+
+
+# The two classes below keep Keras's class names on purpose: Keras files weights under the
+# snake-cased class name, so checkpoints written with Keras's own layers still load.
+
+
+@keras.saving.register_keras_serializable(package="bouncing_balls")
+class Conv2D(layers.Conv2D):
+    """`keras.layers.Conv2D`, with a 1x1 stride-1 convolution computed as a matrix product over
+    the channels: the same sums, and on TensorFlow's CPU kernels a fraction of the fixed cost of
+    a small convolution (about 1 ms of a 10 ms conv training step; `bench/benchmark.py`)."""
+
+    def convolution_op(self, inputs, kernel):
+        if _pointwise(self, inputs):
+            return _matmul_channels(inputs, kernel[0, 0])
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="bouncing_balls")
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """`keras.layers.Conv2DTranspose`, with a 1x1 stride-1 one computed as a matrix product, as
+    `Conv2D` above (its kernel is `(1, 1, filters, C_in)`, hence the transpose)."""
+
+    def call(self, inputs):
+        if not (_pointwise(self, inputs) and self.output_padding is None):
+            return super().call(inputs)
+        outputs = _matmul_channels(inputs, ops.transpose(self.kernel[0, 0]))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
 def encoder():
     """`(B, 32, 32, 3) -> (B, 8, 8, 4)`: four convs, ELU after each."""
     spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]
     return keras.Sequential(
-        [layers.Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
+        [Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
         name="encoder",
     )
 
@@ -33,10 +82,7 @@ def decoder():
     """`(B, 8, 8, C) -> (B, 32, 32, 3)`: four transposed convs, ELU after all but the last."""
     spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, 3, None)]
     return keras.Sequential(
-        [
-            layers.Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs())
-            for k, s, f, a in spec
-        ],
+        [Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs()) for k, s, f, a in spec],
         name="decoder",
     )
 

@@ -144,3 +144,42 @@ def test_chains_must_be_positive():
     model, optimizer = build(dataclasses.replace(CONV, batch_size=2))
     with pytest.raises(ValueError, match="chains must be at least 1"):
         make_train_step(model, optimizer, chains=0)
+
+
+@pytest.mark.parametrize("name,filters", [("Conv2D", 4), ("Conv2DTranspose", 8)])
+@pytest.mark.parametrize("activation", ["elu", None])
+def test_pointwise_convs_match_keras_as_matrix_products(name, filters, activation):
+    """Our 1x1 layers compute Keras's numbers and gradients, but as a MatMul (TensorFlow's
+    graph holds no convolution), and file their weights under Keras's names."""
+    import tensorflow as tf
+
+    from model import networks
+
+    ours = getattr(networks, name)(filters, 1, activation=activation, bias_initializer="ones")
+    theirs = getattr(keras.layers, name)(filters, 1, activation=activation)
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 8, 8, 5)).astype("float32"))
+    ours(x), theirs(x)
+    theirs.set_weights(ours.get_weights())
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    graph = tf.function(ours).get_concrete_function(x).graph
+    types = {op.type for op in graph.get_operations()}
+    assert "MatMul" in types and not any(t.startswith("Conv2D") for t in types)
+    assert ours.__class__.__name__ == theirs.__class__.__name__  # the weights file's paths
+
+
+def test_three_by_three_convs_stay_convolutions():
+    import tensorflow as tf
+
+    from model import networks
+
+    layer = networks.Conv2DTranspose(8, 3, strides=2, padding="same")
+    graph = tf.function(layer).get_concrete_function(tf.zeros((2, 8, 8, 4))).graph
+    assert "Conv2DBackpropInput" in {op.type for op in graph.get_operations()}
