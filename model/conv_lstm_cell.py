@@ -118,10 +118,11 @@ class ConvLSTMCell(keras.layers.Layer):
 
     def _gates_per_gate(self, inputs, h_tm1):
         """`conv([x, h], K) = conv(x, K_x) + conv(h, K_h)`, one gate's output channels at a time:
-        no activation is concatenated or split, only the small kernel."""
-        channels = inputs.shape[-1]
-        kernels_x = ops.split(self.kernel[:, :, :channels], 4, axis=-1)
-        kernels_h = ops.split(self.kernel[:, :, channels:], 4, axis=-1)
+        no activation is concatenated or split, only the small kernel. (`split` rather than
+        slicing: a slice's gradient is a zero-padded copy of the whole kernel at every step.)"""
+        kernel_x, kernel_h = ops.split(self.kernel, [inputs.shape[-1]], axis=2)
+        kernels_x = ops.split(kernel_x, 4, axis=-1)
+        kernels_h = ops.split(kernel_h, 4, axis=-1)
         biases = ops.split(self.bias, 4)
         return [
             ops.conv(inputs, kx, padding="same") + ops.conv(h_tm1, kh, padding="same") + b
