@@ -33,9 +33,15 @@ def _pointwise(layer, inputs):
     )
 
 
-def _matmul_channels(inputs, matrix):
-    """`inputs (B, ..., C_in) @ matrix (C_in, C_out)`, as one 2-D matrix product."""
+def _pointwise_call(layer, inputs, matrix):
+    """`layer`'s output where its kernel is the `(C_in, C_out)` `matrix`: one 2-D matrix product
+    over the channels, bias and activation applied before the reshape back (where TensorFlow can
+    fuse them into the product)."""
     outputs = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), matrix)
+    if layer.use_bias:
+        outputs = outputs + layer.bias
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
     return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
 
 
@@ -49,10 +55,10 @@ class Conv2D(layers.Conv2D):
     the channels: the same sums, and on TensorFlow's CPU kernels a fraction of the fixed cost of
     a small convolution (about 1 ms of a 10 ms conv training step; `bench/benchmark.py`)."""
 
-    def convolution_op(self, inputs, kernel):
-        if _pointwise(self, inputs):
-            return _matmul_channels(inputs, kernel[0, 0])
-        return super().convolution_op(inputs, kernel)
+    def call(self, inputs):
+        if not _pointwise(self, inputs):
+            return super().call(inputs)
+        return _pointwise_call(self, inputs, ops.reshape(self.kernel, self.kernel.shape[2:]))
 
 
 @keras.saving.register_keras_serializable(package="bouncing_balls")
@@ -63,10 +69,8 @@ class Conv2DTranspose(layers.Conv2DTranspose):
     def call(self, inputs):
         if not (_pointwise(self, inputs) and self.output_padding is None):
             return super().call(inputs)
-        outputs = _matmul_channels(inputs, ops.transpose(self.kernel[0, 0]))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        matrix = ops.transpose(ops.reshape(self.kernel, self.kernel.shape[2:]))
+        return _pointwise_call(self, inputs, matrix)
 
 
 def encoder():
