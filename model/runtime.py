@@ -55,8 +55,8 @@ def setup(intra_op_threads=1):
     """Import Keras, its backend and TensorFlow quietly, before any model is built.
 
     On TensorFlow, `intra_op_threads=1` runs each small op on one thread and lets
-    independent ops run side by side; for these 8x8..32x32 convolutions on a 2-core CPU
-    it is faster than splitting ops (see `bench/benchmark.py`).
+    independent ops run side by side (see `train_step.default_chains`); for these 8x8..32x32
+    convolutions on a 2-core CPU it is faster than splitting ops (see `bench/benchmark.py`).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
