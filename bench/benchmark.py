@@ -26,15 +26,27 @@ from systems import bouncing_balls  # noqa: E402
 
 def timed(fn, repeats, warmup=3):
     """min / median / max milliseconds of `fn()` over `repeats` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return timed_alternately({"fn": fn}, repeats, warmup)["fn"]
+
+
+def timed_alternately(fns, repeats, warmup=3):
+    """`timed` for each of `fns` (a dict), their calls taken in turn, so that a machine whose
+    speed drifts during the run slows them all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    ms = 1e3 * np.array(times)
-    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max())}
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    stats = {}
+    for name, seconds in times.items():
+        ms = 1e3 * np.array(seconds)
+        stats[name] = {"min": float(ms.min()), "median": float(np.median(ms)),
+                       "max": float(ms.max())}
+    return stats
 
 
 def loop_simulator(seq_length, num_balls=2, radius=1.2, rng=None):
@@ -139,19 +151,24 @@ def bench_cells(repeats, sizes):
         def training_loss(self, x):
             return l2_loss(self(x, training=True), x)
 
+    def step_of(layer, x):
+        model = Regressor(layer)
+        model(x[:1])  # builds the layer's weights
+        step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
+        return lambda: float(step(x))
+
     results = {}
     for filters, size in sizes:
         x = np.random.default_rng(0).random((16, 10, size, size, filters), dtype=np.float32)
-        layers = {
-            "ours": keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True),
-            "keras_ConvLSTM2D": keras.layers.ConvLSTM2D(filters, 3, padding="same",
-                                                        return_sequences=True),
+        x = keras.ops.convert_to_tensor(x)
+        steps = {
+            "ours": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True), x),
+            "keras_ConvLSTM2D": step_of(
+                keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
+            ),
         }
-        for name, layer in layers.items():
-            model = Regressor(layer)
-            model(x[:1])  # builds the layer's weights
-            step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
-            results[f"{name}_f{filters}_{size}x{size}_ms"] = timed(lambda: float(step(x)), repeats)
+        for name, stats in timed_alternately(steps, repeats).items():
+            results[f"{name}_f{filters}_{size}x{size}_ms"] = stats
     return results
 
 
