@@ -117,11 +117,12 @@ def bench_training(config, repeats):
         "data_ms": timed(lambda: batch_at(config, 1), repeats),
         "forward_ms": timed(lambda: float(forward(clip)), repeats),
         "forward_backward_ms": timed(lambda: float(gradients(clip)), repeats),
-        "compiled_step_ms": timed(lambda: float(step(clip)), repeats),
     }
-    if chains != 1:  # the comparison: the whole batch as one chain
+    steps = {"compiled_step_ms": lambda: float(step(clip))}
+    if chains != 1:  # the comparison, timed in turn with it: the whole batch as one chain
         one_chain, _ = make_train_step(model, optimizer, chains=1)
-        results["compiled_step_one_chain_ms"] = timed(lambda: float(one_chain(clip)), repeats)
+        steps["compiled_step_one_chain_ms"] = lambda: float(one_chain(clip))
+    results.update(timed_alternately(steps, repeats))
     counter = iter(range(10**9))
     results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),
                                       repeats)
