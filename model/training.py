@@ -172,13 +172,15 @@ def video_clip(config):
     )
 
 
-def write_video(model, config, step):
-    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4`: truth left, rollout right."""
+def write_video(model, config, step, rollout=None):
+    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4`: truth left, rollout right.
+    `rollout` is `model.rollout` or a compiled version of it (`train_step.compiled_rollout`)."""
     from model import video
 
     truth = video_clip(config)
     context = truth[:, : config.seq_start]
-    predicted = np.asarray(model.rollout(context, VIDEO_FRAMES - config.seq_start))
+    rollout = rollout or model.rollout
+    predicted = np.asarray(rollout(context, VIDEO_FRAMES - config.seq_start))
     shown = np.concatenate([context, predicted], axis=1)[0]
     folder = os.path.join(config.train_dir, "videos")
     os.makedirs(folder, exist_ok=True)
@@ -206,7 +208,7 @@ def train(config, log=print):
     """
     from tqdm import tqdm
 
-    from model.train_step import make_train_step
+    from model.train_step import compiled_rollout, make_train_step
 
     if config.fresh:
         _start_fresh(config.train_dir)
@@ -218,6 +220,8 @@ def train(config, log=print):
         return step
     os.makedirs(config.train_dir, exist_ok=True)
     train_step, sync = make_train_step(model, optimizer)
+    # Compiled once (about 3 s), a video's rollout takes 15 ms instead of 0.4-0.5 s eagerly.
+    rollout = compiled_rollout(model)
     events = _Events(os.path.join(config.train_dir, "events"))
     losses, times = [], []
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
@@ -239,7 +243,7 @@ def train(config, log=print):
                 losses, times = [], []
             if step % config.save_every == 0 or step == config.max_step:
                 sync()
-                _save(config, model, optimizer, step)
+                _save(config, model, optimizer, step, rollout)
     events.flush()
     return step
 
@@ -269,10 +273,10 @@ def _log_losses(bar, events, step, losses, times):
     bar.write(f"step {step:>7d}  loss {losses[-1]:8.1f}  mean {mean_loss:8.1f}  {ms:5.1f} ms/step")
 
 
-def _save(config, model, optimizer, step):
+def _save(config, model, optimizer, step, rollout):
     state = {"config": dataclasses.asdict(config), "data": {"seed": config.seed, "next_step": step}}
     checkpoint.save(config.train_dir, step, model, optimizer, state)
-    write_video(model, config, step)
+    write_video(model, config, step, rollout)
 
 
 def _resume(config, model, optimizer, log):
