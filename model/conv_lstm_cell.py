@@ -4,6 +4,11 @@ import keras
 from keras import ops
 
 
+# `gate_convs="auto"` computes the gates per gate from this many state values per example
+# (H * W * filters) up: the crossover measured on a 2-core CPU (see the class docstring).
+PER_GATE_FROM = 16384
+
+
 @keras.saving.register_keras_serializable(package="conv_lstm")
 class ConvLSTMCell(keras.layers.Layer):
     """Convolutional LSTM cell (Shi et al., 2015) with one fused convolution.
@@ -22,11 +27,12 @@ class ConvLSTMCell(keras.layers.Layer):
     The same numbers can be computed two ways: one convolution over the
     concatenation (`"fused"`), or, by linearity, eight convolutions with the
     kernel's input and recurrent parts for each gate, summed (`"per_gate"`).
-    Fused is faster for small cells (4 filters on 8x8: 5.4 vs 10.1 ms per
-    training step on a 2-core CPU), per gate for large ones, where
-    concatenating and splitting big activations dominates (32 filters on
-    32x32: 379 vs 543 ms). `"auto"` picks per gate from 16 filters on 16x16
-    up (see `bench/benchmark.py`). The weights are the same either way.
+    Fused is faster for small cells, per gate for large ones, where
+    concatenating and splitting big activations dominates. Training steps
+    over 16 x 10 frames on a 2-core CPU, fused vs per gate: 4 filters on
+    8x8 4.0 vs 10.1 ms, 16 on 16x16 27.9 vs 35.3 ms, 16 on 32x32 113.9 vs
+    110.5 ms, 32 on 32x32 342 vs 304 ms. `"auto"` picks per gate from
+    `H * W * filters >= 16384` up. The weights are the same either way.
 
     Args:
         filters: Number of output channels `F` of `h` and `c`.
@@ -99,9 +105,8 @@ class ConvLSTMCell(keras.layers.Layer):
         self.spatial_shape = (height, width)
         self._per_gate = self.gate_convs == "per_gate" or (
             self.gate_convs == "auto"
-            and self.filters >= 16
             and None not in (height, width)
-            and height * width >= 256
+            and height * width * self.filters >= PER_GATE_FROM
         )
 
     def call(self, inputs, states, training=None):

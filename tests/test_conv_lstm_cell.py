@@ -84,10 +84,12 @@ def test_weights_and_state_shapes():
 
 
 def test_auto_gate_convs_by_size():
-    small, large = ConvLSTMCell(4, 3), ConvLSTMCell(16, 3)
-    small.build((None, 8, 8, 4))
-    large.build((None, 16, 16, 16))
-    assert not small._per_gate and large._per_gate
+    cells = {}
+    for filters, size in [(4, 8), (16, 16), (8, 32), (16, 32), (64, 16)]:
+        cells[filters, size] = ConvLSTMCell(filters, 3)
+        cells[filters, size].build((None, size, size, 3))
+    per_gate = {key for key, cell in cells.items() if cell._per_gate}
+    assert per_gate == {(16, 32), (64, 16)}  # from 16,384 state values per example up
     with pytest.raises(ValueError, match="gate_convs"):
         ConvLSTMCell(4, 3, gate_convs="split")
 
