@@ -5,8 +5,9 @@ from keras import ops
 
 
 # `gate_convs="auto"` computes the gates per gate from this many state values per example
-# (H * W * filters) up: the crossover measured on a 2-core CPU (see the class docstring).
-PER_GATE_FROM = 16384
+# (H * W * filters) up, by Keras backend: the crossovers measured on a 2-core CPU (see the class
+# docstring). JAX's CPU convolutions favour the per-gate path earlier.
+PER_GATE_FROM = {"tensorflow": 16384, "jax": 4096}
 
 
 @keras.saving.register_keras_serializable(package="conv_lstm")
@@ -29,10 +30,12 @@ class ConvLSTMCell(keras.layers.Layer):
     kernel's input and recurrent parts for each gate, summed (`"per_gate"`).
     Fused is faster for small cells, per gate for large ones, where
     concatenating and splitting big activations dominates. Training steps
-    over 16 x 10 frames on a 2-core CPU, fused vs per gate: 4 filters on
-    8x8 4.0 vs 10.1 ms, 16 on 16x16 27.9 vs 35.3 ms, 16 on 32x32 113.9 vs
-    110.5 ms, 32 on 32x32 342 vs 304 ms. `"auto"` picks per gate from
-    `H * W * filters >= 16384` up. The weights are the same either way.
+    over 16 x 10 frames on a 2-core CPU, fused vs per gate, TensorFlow: 4
+    filters on 8x8 4.0 vs 10.1 ms, 16 on 16x16 27.9 vs 35.3 ms, 16 on 32x32
+    113.9 vs 110.5 ms, 32 on 32x32 342 vs 304 ms; JAX: 4 on 8x8 13.6 vs
+    15.5 ms, 16 on 16x16 734 vs 601 ms. `"auto"` picks per gate from
+    `H * W * filters >= PER_GATE_FROM[backend]` up (16,384 on TensorFlow,
+    4,096 on JAX). The weights are the same either way.
 
     Args:
         filters: Number of output channels `F` of `h` and `c`.
@@ -106,7 +109,8 @@ class ConvLSTMCell(keras.layers.Layer):
         self._per_gate = self.gate_convs == "per_gate" or (
             self.gate_convs == "auto"
             and None not in (height, width)
-            and height * width * self.filters >= PER_GATE_FROM
+            and height * width * self.filters
+            >= PER_GATE_FROM.get(keras.backend.backend(), PER_GATE_FROM["tensorflow"])
         )
 
     def call(self, inputs, states, training=None):

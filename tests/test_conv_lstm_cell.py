@@ -89,7 +89,7 @@ def test_auto_gate_convs_by_size():
         cells[filters, size] = ConvLSTMCell(filters, 3)
         cells[filters, size].build((None, size, size, 3))
     per_gate = {key for key, cell in cells.items() if cell._per_gate}
-    assert per_gate == {(16, 32), (64, 16)}  # from 16,384 state values per example up
+    assert per_gate == {(16, 32), (64, 16)}  # on TensorFlow from 16,384 state values up
     with pytest.raises(ValueError, match="gate_convs"):
         ConvLSTMCell(4, 3, gate_convs="split")
 
@@ -120,6 +120,7 @@ import numpy as np, keras
 assert keras.backend.backend() == "jax"
 import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_conv_lstm_cell import random_cell_and_peer
+from model.conv_lstm_cell import ConvLSTMCell
 from model.networks import ConvLSTMPredictor
 from model.train_step import make_train_step
 from systems.bouncing_balls import generate
@@ -139,6 +140,9 @@ sync()
 print("loss", losses[0], losses[-1], tuple(model(clip).shape))
 seed_state = np.asarray(model.dropout.seed_generator.state.value)
 print("dropout_draws", int(seed_state[-1]))  # the stateless step must hand its state back
+small, large = ConvLSTMCell(4, 3), ConvLSTMCell(16, 3)
+small.build((None, 8, 8, 4)); large.build((None, 16, 16, 4))
+print("auto_per_gate", small._per_gate, large._per_gate)  # JAX: from 4,096 state values up
 """
 
 
@@ -155,3 +159,4 @@ def test_cell_and_network_on_jax():
     assert float(last) < 0.8 * float(first)
     assert shape == "(4, 4, 32, 32, 3)"
     assert int(lines["dropout_draws"]) == 100  # a fresh dropout mask at every step
+    assert lines["auto_per_gate"] == "False True"
