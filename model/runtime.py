@@ -40,17 +40,6 @@ def _hidden(names):
                 del sys.modules[name]
 
 
-def tensorflow():
-    """The `tensorflow` module, or None where it is not installed (possible on JAX)."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-            raise
-        return None
-    return tf
-
-
 def setup(intra_op_threads=1):
     """Import Keras, its backend and TensorFlow quietly, before any model is built.
 
@@ -64,15 +53,26 @@ def setup(intra_op_threads=1):
     with _stderr_silenced(), _hidden(unused):
         import keras
 
-        tf = tensorflow()  # on JAX too where installed: TensorBoard summaries use it
-        if tf is not None:
+        if keras.backend.backend() == "tensorflow":  # a JAX run never loads TensorFlow
+            import tensorflow as tf
+
             tf.get_logger().setLevel("ERROR")
-            if keras.backend.backend() == "tensorflow":
-                with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
-                    tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+                tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
             tf.constant(0)  # start the runtime now, while its log lines go nowhere
         if keras.backend.backend() == "jax":
             import jax
 
             jax.numpy.zeros(())
     return keras
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)`. On a backend other than TensorFlow, Keras would
+    import TensorFlow (where installed) only to seed it: about 450 MB a JAX run never uses, so
+    TensorFlow is hidden from it then (Keras remembers it as unavailable)."""
+    import keras
+
+    hidden = () if keras.backend.backend() == "tensorflow" else ("tensorflow",)
+    with _hidden(hidden):
+        keras.utils.set_random_seed(seed)

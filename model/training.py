@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -128,7 +129,7 @@ def build(config):
 
     from model.networks import ConvLSTMPredictor, ConvPredictor
 
-    keras.utils.set_random_seed(config.seed)
+    runtime.set_random_seed(config.seed)
     cls = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}[config.model]
     model = cls(context=config.seq_start, keep_prob=config.keep_prob)
     model.build((config.batch_size, config.seq_length, 32, 32, 3))
@@ -222,12 +223,12 @@ def train(config, log=print):
     train_step, sync = make_train_step(model, optimizer)
     # Compiled once (about 3 s), a video's rollout takes 15 ms instead of 0.4-0.5 s eagerly.
     rollout = compiled_rollout(model)
-    events = _Events(os.path.join(config.train_dir, "events"))
     losses, times = [], []
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
                desc=config.model, smoothing=0.05,
                mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file gets few lines
-    with contextlib.closing(batches(config, step)) as clips, bar:
+    events = _Events(os.path.join(config.train_dir, "events"))
+    with contextlib.closing(batches(config, step)) as clips, bar, contextlib.closing(events):
         while step < config.max_step:
             clip = next(clips)
             start = time.perf_counter()
@@ -244,26 +245,37 @@ def train(config, log=print):
             if step % config.save_every == 0 or step == config.max_step:
                 sync()
                 _save(config, model, optimizer, step, rollout)
-    events.flush()
     return step
 
 
 class _Events:
-    """TensorBoard scalars under `path`; none where TensorFlow is not installed (JAX only)."""
+    """TensorBoard scalars in a new event file under `path`, written with the `tensorboard`
+    package's record format and protocol buffers alone: no TensorFlow, so a JAX run never loads
+    it (about 450 MB). Each write is flushed, so a killed run keeps what it logged."""
 
     def __init__(self, path):
-        self._tf = runtime.tensorflow()
-        self._writer = self._tf.summary.create_file_writer(path) if self._tf else None
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        os.makedirs(path, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        self._records = RecordWriter(open(os.path.join(path, name), "wb"))
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def scalars(self, step, **values):
-        if self._writer is not None:
-            with self._writer.as_default():
-                for name, value in values.items():
-                    self._tf.summary.scalar(name, value, step=step)
+        summary = self._summary_pb2.Summary(
+            value=[self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                   for tag, value in values.items()]
+        )
+        self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
-    def flush(self):
-        if self._writer is not None:
-            self._writer.flush()
+    def _write(self, event):
+        self._records.write(event.SerializeToString())
+        self._records.flush()
+
+    def close(self):
+        self._records.close()
 
 
 def _log_losses(bar, events, step, losses, times):
@@ -301,8 +313,6 @@ def main(defaults, description, argv=None):
     except UsageError as error:
         print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
         return 2
-    from model import runtime
-
     runtime.setup()
     try:
         step = train(config)

@@ -24,6 +24,15 @@ def run(script, *args, timeout=300):
     )
 
 
+def logged_losses(train_dir):
+    """The steps of the "loss" scalars TensorBoard reads from a run's events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(train_dir / "events"))
+    events.Reload()
+    return [scalar.step for scalar in events.Scalars("loss")]
+
+
 def steps_in(train_dir):
     return [checkpoint.read_state(p)["step"] for p in checkpoint.list_checkpoints(train_dir)]
 
@@ -34,7 +43,7 @@ def test_script_trains_and_writes_everything(tmp_path, script):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "step       3  loss" in out.stderr + out.stdout
     assert steps_in(tmp_path) == [2, 3]
-    assert os.listdir(tmp_path / "events")
+    assert logged_losses(tmp_path) == [1, 2, 3]  # TensorBoard reads the events back
     for name in ("step_0000002.mp4", "step_0000003.mp4", "latest.mp4"):
         codec, pix_fmt, frames, width, height = probe(str(tmp_path / "videos" / name))
         assert (codec, pix_fmt, frames) == ("h264", "yuv420p", 50)
@@ -151,10 +160,20 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
 @pytest.mark.parametrize("script", ["main_conv_lstm.py", "main_conv.py"])
 def test_script_on_jax(tmp_path, script):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
+    wrapper = (  # runs the script, then says whether TensorFlow was ever imported
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('tensorflow_loaded', 'tensorflow' in sys.modules)\n"
+    )
     out = subprocess.run(
-        [sys.executable, script, "--train_dir", str(tmp_path), "--max_step", "2", "--save_every", "2"],
+        [sys.executable, "-c", wrapper, script, "--train_dir", str(tmp_path), "--max_step", "2",
+         "--save_every", "2", "--log_every", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert steps_in(tmp_path) == [2] and "I0000" not in out.stderr
+    assert "tensorflow_loaded False" in out.stdout  # JAX runs never load it (~450 MB)
+    assert logged_losses(tmp_path) == [1, 2]  # and still write TensorBoard scalars
     assert probe(str(tmp_path / "videos" / "latest.mp4"))[:3] == ("h264", "yuv420p", 50)
