@@ -6,6 +6,7 @@
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 import socket
@@ -248,6 +249,9 @@ def train(config, log=print):
     return step
 
 
+_EVENT_FILES = itertools.count()  # event files opened by this process
+
+
 class _Events:
     """TensorBoard scalars in a new event file under `path`, written with the `tensorboard`
     package's record format and protocol buffers alone: no TensorFlow, so a JAX run never loads
@@ -259,7 +263,8 @@ class _Events:
 
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
         os.makedirs(path, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_EVENT_FILES)}")  # unique: never truncate an earlier file
         self._records = RecordWriter(open(os.path.join(path, name), "wb"))
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
