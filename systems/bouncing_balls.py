@@ -158,11 +158,12 @@ def _initial_positions(batch_size, num_balls, radius, rng, engine=None):
     """Uniform positions in [LOW, BOX), each row's whole set redrawn until no ball touches a wall
     or another ball. Each round draws `CANDIDATES` sets per unfinished row and keeps the first
     valid one, which is the same distribution as redrawing one set at a time."""
+    compiled = _use_compiled(engine)
     x = np.empty((batch_size, num_balls, 2))
     todo = np.arange(batch_size)
     for _ in range(MAX_PLACEMENT_ROUNDS):
         tries = rng.uniform(LOW, BOX, (todo.size, CANDIDATES, num_balls, 2))
-        if _use_compiled(engine):
+        if compiled:
             valid = _compiled.valid_placement(tries, BOX, radius)  # (rows, CANDIDATES)
         else:
             valid = _valid_placement(tries, radius)
