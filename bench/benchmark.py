@@ -131,8 +131,9 @@ def bench_training(config, repeats):
     return results
 
 
-def bench_cells(repeats, sizes):
-    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D."""
+def bench_cells(repeats, sizes, gates=False):
+    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D, or with
+    `gates`, our cell's two ways of computing its gates against each other."""
     import keras
 
     from model.conv_lstm_cell import ConvLSTMCell
@@ -162,12 +163,20 @@ def bench_cells(repeats, sizes):
     for filters, size in sizes:
         x = np.random.default_rng(0).random((16, 10, size, size, filters), dtype=np.float32)
         x = keras.ops.convert_to_tensor(x)
-        steps = {
-            "ours": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True), x),
-            "keras_ConvLSTM2D": step_of(
-                keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
-            ),
-        }
+        if gates:
+            steps = {
+                f"ours_{mode}": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3, gate_convs=mode),
+                                                         return_sequences=True), x)
+                for mode in ("fused", "per_gate")
+            }
+        else:
+            steps = {
+                "ours": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True),
+                                x),
+                "keras_ConvLSTM2D": step_of(
+                    keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
+                ),
+            }
         for name, stats in timed_alternately(steps, repeats).items():
             results[f"{name}_f{filters}_{size}x{size}_ms"] = stats
     return results
@@ -193,7 +202,7 @@ def bench_memory(script, steps):
     return {"peak_rss_mb": int(out.stdout.strip().splitlines()[-1]) / 1024}
 
 
-PARTS = ("simulator", "training", "cells", "memory")
+PARTS = ("simulator", "training", "cells", "gates", "memory")
 
 
 def _machine(backend):
@@ -219,7 +228,8 @@ def main(argv=None):
     parser.add_argument("--memory_steps", type=int, default=300,
                         help="steps of the training runs whose peak memory is measured")
     parser.add_argument("--cells", default="4x8,16x16,32x32",
-                        help="cell comparisons as FILTERSxSIZE, comma-separated")
+                        help="cell comparisons (parts cells and gates) as FILTERSxSIZE, "
+                             "comma-separated")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
@@ -254,6 +264,8 @@ def main(argv=None):
             report[name] = result
     if "cells" in parts:
         report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
+    if "gates" in parts:
+        report["gates"] = bench_cells(max(20, args.repeats // 4), sizes, gates=True)
     out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     checkpoint.write_json(out, report)
@@ -275,7 +287,7 @@ def _print(report):
                       f"{v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
         if "memory" in r:
             print(f"{name:9s} peak resident memory of a training run {r['memory']['peak_rss_mb']:.0f} MB")
-    for k, v in report.get("cells", {}).items():
+    for k, v in {**report.get("cells", {}), **report.get("gates", {})}.items():
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
 
 

@@ -30,10 +30,11 @@ class ConvLSTMCell(keras.layers.Layer):
     kernel's input and recurrent parts for each gate, summed (`"per_gate"`).
     Fused is faster for small cells, per gate for large ones, where
     concatenating and splitting big activations dominates. Training steps
-    over 16 x 10 frames on a 2-core CPU, fused vs per gate, TensorFlow: 4
-    filters on 8x8 4.0 vs 10.1 ms, 16 on 16x16 27.9 vs 35.3 ms, 16 on 32x32
-    113.9 vs 110.5 ms, 32 on 32x32 342 vs 304 ms; JAX: 4 on 8x8 13.6 vs
-    15.5 ms, 16 on 16x16 734 vs 601 ms. `"auto"` picks per gate from
+    over 16 x 10 frames on a 2-core CPU, fused vs per gate
+    (`python bench/benchmark.py --parts gates`), TensorFlow: 4 filters on
+    8x8 4.3 vs 10.7 ms, 16 on 16x16 29.9 vs 37.6 ms, 16 on 32x32 117.4 vs
+    115.1 ms, 32 on 32x32 362 vs 326 ms; JAX: 4 on 8x8 14.5 vs 16.4 ms,
+    16 on 16x16 763 vs 639 ms. `"auto"` picks per gate from
     `H * W * filters >= PER_GATE_FROM[backend]` up (16,384 on TensorFlow,
     4,096 on JAX). The weights are the same either way.
 

@@ -21,8 +21,8 @@ def test_loop_comparison_simulates_the_same_world():
 def test_benchmark_command_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     subprocess.run(
-        [sys.executable, "bench/benchmark.py", "--parts", "simulator,training", "--repeats", "2",
-         "--out", str(out)],
+        [sys.executable, "bench/benchmark.py", "--parts", "simulator,training,gates", "--repeats",
+         "2", "--cells", "2x4", "--out", str(out)],
         check=True, capture_output=True, text=True, timeout=600,
     )
     report = json.loads(out.read_text())
@@ -32,6 +32,7 @@ def test_benchmark_command_writes_its_json(tmp_path):
         for key in ("data_ms", "forward_ms", "forward_backward_ms", "compiled_step_ms",
                     "end_to_end_ms"):
             assert 0 < parts[key]["min"] <= parts[key]["median"] <= parts[key]["max"]
+    assert sorted(report["gates"]) == ["ours_fused_f2_4x4_ms", "ours_per_gate_f2_4x4_ms"]
 
 
 def test_benchmark_rejects_unknown_parts(tmp_path):
