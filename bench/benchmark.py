@@ -119,9 +119,14 @@ def bench_training(config, repeats):
         "forward_backward_ms": timed(lambda: float(gradients(clip)), repeats),
     }
     steps = {"compiled_step_ms": lambda: float(step(clip))}
-    if chains != 1:  # the comparison, timed in turn with it: the whole batch as one chain
+    # The comparisons, timed in turn with it: the whole batch as one chain, and one kernel
+    # gradient per call instead of per layer (each where the default differs).
+    if chains != 1:
         one_chain, _ = make_train_step(model, optimizer, chains=1)
         steps["compiled_step_one_chain_ms"] = lambda: float(one_chain(clip))
+    if keras.backend.backend() == "tensorflow":
+        per_call, _ = make_train_step(model, optimizer, batched_kernel_grads=False)
+        steps["compiled_step_per_call_kernel_grads_ms"] = lambda: float(per_call(clip))
     results.update(timed_alternately(steps, repeats))
     counter = iter(range(10**9))
     results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),

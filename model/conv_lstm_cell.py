@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from model import kernel_grads
+
 
 # `gate_convs="auto"` computes the gates per gate from this many state values per example
 # (H * W * filters) up, by Keras backend: the crossovers measured on a 2-core CPU (see the class
@@ -120,7 +122,7 @@ class ConvLSTMCell(keras.layers.Layer):
         if self._per_gate:
             i, j, f, o = self._gates_per_gate(inputs, h_tm1)
         else:
-            z = ops.conv(ops.concatenate([inputs, h_tm1], axis=-1), self.kernel, padding="same")
+            z = kernel_grads.apply(self.kernel, ops.concatenate([inputs, h_tm1], axis=-1), _conv)
             i, j, f, o = ops.split(z + self.bias, 4, axis=-1)
         c = c_tm1 * ops.sigmoid(f + self.forget_bias) + ops.sigmoid(i) * self.activation(j)
         h = self.activation(c) * ops.sigmoid(o)
@@ -154,6 +156,10 @@ class ConvLSTMCell(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "gate_convs": self.gate_convs,
         }
+
+
+def _conv(inputs, kernel):
+    return ops.conv(inputs, kernel, padding="same")
 
 
 @keras.saving.register_keras_serializable(package="conv_lstm")

@@ -7,6 +7,7 @@ time and feed their own predictions back after `context` true frames.
 import keras
 from keras import layers, ops
 
+from model import kernel_grads
 from model.conv_lstm_cell import ConvLSTMCell
 
 CODE_CHANNELS = 4  # channels of the 8x8 code between encoder and decoder
@@ -38,11 +39,20 @@ def _pointwise_call(layer, inputs, matrix):
     over the channels, bias and activation applied before the reshape back (where TensorFlow can
     fuse them into the product)."""
     outputs = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), matrix)
+    outputs = _bias_and_activation(layer, outputs)
+    return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
+
+
+def _bias_and_activation(layer, outputs, channels_axis=-1):
+    """`layer`'s bias and activation applied to its convolution's `outputs`."""
     if layer.use_bias:
-        outputs = outputs + layer.bias
+        bias = layer.bias
+        if channels_axis != -1:  # channels first: (C, 1, 1) broadcasts over (B, C, H, W)
+            bias = ops.reshape(bias, (-1, *[1] * (len(outputs.shape) - channels_axis - 1)))
+        outputs = outputs + bias
     if layer.activation is not None:
         outputs = layer.activation(outputs)
-    return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
+    return outputs
 
 
 # The two classes below keep Keras's class names on purpose: Keras files weights under the
@@ -53,24 +63,44 @@ def _pointwise_call(layer, inputs, matrix):
 class Conv2D(layers.Conv2D):
     """`keras.layers.Conv2D`, with a 1x1 stride-1 convolution computed as a matrix product over
     the channels: the same sums, and on TensorFlow's CPU kernels a fraction of the fixed cost of
-    a small convolution (measured: about 1 ms of a 9-10 ms conv training step)."""
+    a small convolution (measured: about 1 ms of a 9-10 ms conv training step). Other
+    convolutions go through `kernel_grads.apply`, so our TensorFlow training step computes their
+    kernel gradient in one op over all calls."""
 
     def call(self, inputs):
         if not _pointwise(self, inputs):
             return super().call(inputs)
         return _pointwise_call(self, inputs, ops.reshape(self.kernel, self.kernel.shape[2:]))
 
+    def convolution_op(self, inputs, kernel):
+        return kernel_grads.apply(kernel, inputs, super().convolution_op)
+
 
 @keras.saving.register_keras_serializable(package="conv_lstm")
 class Conv2DTranspose(layers.Conv2DTranspose):
-    """`keras.layers.Conv2DTranspose`, with a 1x1 stride-1 one computed as a matrix product, as
-    `Conv2D` above (its kernel is `(1, 1, filters, C_in)`, hence the transpose)."""
+    """`keras.layers.Conv2DTranspose`, with a 1x1 stride-1 one computed as a matrix product and
+    the others through `kernel_grads.apply`, as `Conv2D` above (its kernel is
+    `(1, 1, filters, C_in)`, hence the transpose)."""
 
     def call(self, inputs):
-        if not (_pointwise(self, inputs) and self.output_padding is None):
-            return super().call(inputs)
-        matrix = ops.transpose(ops.reshape(self.kernel, self.kernel.shape[2:]))
-        return _pointwise_call(self, inputs, matrix)
+        if _pointwise(self, inputs) and self.output_padding is None:
+            matrix = ops.transpose(ops.reshape(self.kernel, self.kernel.shape[2:]))
+            return _pointwise_call(self, inputs, matrix)
+        outputs = kernel_grads.apply(self.kernel, inputs, self._transpose)
+        channels_axis = -1 if self.data_format == "channels_last" else 1
+        return _bias_and_activation(self, outputs, channels_axis)
+
+    def _transpose(self, inputs, kernel):
+        """Keras's transposed convolution, before its bias and activation."""
+        return ops.conv_transpose(
+            inputs,
+            kernel,
+            strides=list(self.strides),
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
 
 
 def encoder():

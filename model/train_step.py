@@ -1,9 +1,13 @@
 """The compiled training step: the one place that knows which Keras backend runs it."""
 
+import contextlib
+
 import keras
 
+from model import kernel_grads
 
-def make_train_step(model, optimizer, apply=True, chains=None):
+
+def make_train_step(model, optimizer, apply=True, chains=None, batched_kernel_grads=None):
     """Return `(step, sync)`: `step(clip) -> loss` trains `model` (with a
     `training_loss(clip)` method) on one clip `(B, T, 32, 32, 3)`; `sync()` writes the latest
     weights and optimiser state back into the Keras objects (a no-op where the backend updates
@@ -12,14 +16,23 @@ def make_train_step(model, optimizer, apply=True, chains=None):
 
     `chains` splits the batch into that many parts whose losses are computed side by side and
     summed: the same loss and gradients where `training_loss` sums over the batch, as ours does
-    (dropout draws its masks per part). `None` picks `default_chains()`."""
+    (dropout draws its masks per part). `None` picks `default_chains()`.
+
+    `batched_kernel_grads` computes each convolution kernel's gradient in one op over all the
+    layer's calls in the step (`model.kernel_grads`): the same gradient, in fewer, larger ops.
+    TensorFlow only; `None` means on for TensorFlow, off for JAX."""
     optimizer.build(model.trainable_variables)
     chains = default_chains() if chains is None else int(chains)
     if chains < 1:
         raise ValueError(f"chains must be at least 1, got {chains}")
     backend = keras.backend.backend()
+    if batched_kernel_grads is None:
+        batched_kernel_grads = backend == "tensorflow"
+    if batched_kernel_grads and backend != "tensorflow":
+        raise ValueError("batched_kernel_grads needs the TensorFlow backend")
     if backend == "tensorflow":
-        return _tensorflow_step(model, optimizer, apply, chains), lambda: None
+        step = _tensorflow_step(model, optimizer, apply, chains, batched_kernel_grads)
+        return step, lambda: None
     if backend == "jax":
         return _jax_step(model, optimizer, apply, chains)
     raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
@@ -51,17 +64,21 @@ def chained_loss(model, clip, chains):
     return sum(model.training_loss(part) for part in keras.ops.split(clip, cuts, axis=0))
 
 
-def _tensorflow_step(model, optimizer, apply, chains):
+def _tensorflow_step(model, optimizer, apply, chains, batched_kernel_grads):
     import tensorflow as tf
 
     @tf.function
     def step(clip):
-        with tf.GradientTape() as tape:
+        variables = model.trainable_variables
+        recording = kernel_grads.recording() if batched_kernel_grads else contextlib.nullcontext()
+        with recording as calls, tf.GradientTape() as tape:
             loss = chained_loss(model, clip, chains)
-        grads = tape.gradient(loss, model.trainable_variables)
+        grads = tape.gradient(loss, variables)
+        if calls is not None:
+            grads = calls.add_kernel_gradients(grads, variables)
         if not apply:
             return loss, grads  # returned, so the graph computes them
-        optimizer.apply(grads, model.trainable_variables)
+        optimizer.apply(grads, variables)
         return loss
 
     return step if apply else lambda clip: step(clip)[0]

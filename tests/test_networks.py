@@ -120,15 +120,18 @@ def test_training_lowers_the_loss(config, steps):
 
 @pytest.mark.parametrize("config", [CONV_LSTM, CONV], ids=["conv_lstm", "conv"])
 def test_chained_step_trains_like_one_chain(config):
-    """Splitting the batch into side-by-side chains is a schedule, not a change of maths: the
-    same loss and the same weights after two Adam steps (no dropout, so no randomness)."""
+    """Splitting the batch into side-by-side chains, and one kernel-gradient op per layer, are
+    a schedule, not a change of maths: the same loss and the same weights after two Adam steps
+    (no dropout, so no randomness)."""
     config = dataclasses.replace(config, batch_size=5, keep_prob=1.0)  # 5: an uneven split
     clips = [batch_at(config, i) for i in range(2)]
     results = []
-    for chains in (1, 2, 3):
+    schedules = [(1, False), (1, True), (2, True), (3, False)]  # (chains, batched_kernel_grads)
+    for chains, batched in schedules:
         model, optimizer = build(config)
         randomise(model)
-        step, sync = make_train_step(model, optimizer, chains=chains)
+        step, sync = make_train_step(model, optimizer, chains=chains,
+                                     batched_kernel_grads=batched)
         losses = [float(step(clip)) for clip in clips]
         sync()
         results.append((losses, model.get_weights()))
