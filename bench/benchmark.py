@@ -97,14 +97,15 @@ def bench_simulator(repeats):
 
 
 def bench_training(config, repeats):
-    """The training step end to end, as the training loop runs it (the next batch generated in a
-    background thread), and its parts, each compiled on its own."""
+    """The training step end to end, as the training loop runs it (batches generated in a
+    background thread), and its parts, each compiled on its own. End to end is the mean
+    per step over blocks of one data chunk's steps; the other figures are per call."""
     import contextlib
 
     import keras
 
     from model.train_step import chained_loss, compiled, default_chains, make_train_step
-    from model.training import batch_at, batches, build
+    from model.training import batch_at, batches, build, prefetch_steps
 
     model, optimizer = build(config)
     chains = default_chains()
@@ -131,8 +132,19 @@ def bench_training(config, repeats):
     counter = iter(range(10**9))
     results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),
                                       repeats)
-    with contextlib.closing(batches(config, 0)) as clips:
-        results["end_to_end_ms"] = timed(lambda: float(step(next(clips))), repeats)
+    # End to end: whole chunks of the data thread's work (`training.batches`), timed as blocks of
+    # steps, as the comparison (one batch made per step) is.
+    chunk = prefetch_steps(config)
+    with contextlib.closing(batches(config, 0)) as chunked, \
+            contextlib.closing(batches(config, 0, chunk=1)) as single:
+        blocks = {
+            "end_to_end_ms": lambda: [float(step(next(chunked))) for _ in range(chunk)],
+            "end_to_end_one_batch_at_a_time_ms":
+                lambda: [float(step(next(single))) for _ in range(chunk)],
+        }
+        for name, stats in timed_alternately(blocks, max(5, repeats // 8)).items():
+            results[name] = {k: v / chunk for k, v in stats.items()}
+    results["end_to_end_block_steps"] = chunk
     return results
 
 

@@ -20,6 +20,7 @@ from model import checkpoint, runtime
 from systems import bouncing_balls
 
 VIDEO_FRAMES = 50  # length of the rollout videos, true context included
+PREFETCH_SEQUENCES = 256  # clips the data thread makes at a time (16 batches of 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,21 +150,33 @@ def batch_at(config, step):
     )
 
 
-def batches(config, step):
-    """The training clips of steps `step, step + 1, ...` as backend tensors, each generated and
-    converted in a background thread while the caller trains on the one before."""
+def batches(config, step, chunk=None):
+    """The training clips of steps `step, step + 1, ...` as backend tensors, generated and
+    converted in a background thread `chunk` steps at a time while the caller trains on earlier
+    ones. By default a chunk holds `PREFETCH_SEQUENCES` clips (16 steps at batch 16).
+
+    Chunks, not one batch per step: the data thread then wakes once every `chunk` steps. On a
+    2-core CPU, where the training step keeps both cores busy, a thread waking every step to
+    make 0.4-0.8 ms of data slowed the step by about 2 ms (`bench/benchmark.py`, end to end)."""
     from keras import ops
 
-    def prepare(step):
-        return ops.convert_to_tensor(batch_at(config, step))
+    chunk = prefetch_steps(config) if chunk is None else int(chunk)
+
+    def prepare(first):
+        return [ops.convert_to_tensor(batch_at(config, s)) for s in range(first, first + chunk)]
 
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(prepare, step)
         while True:
-            clip = upcoming.result()
-            step += 1
+            clips = upcoming.result()
+            step += chunk
             upcoming = pool.submit(prepare, step)
-            yield clip
+            yield from clips
+
+
+def prefetch_steps(config):
+    """Steps per chunk of `batches`: `PREFETCH_SEQUENCES` clips, at least one batch."""
+    return max(1, PREFETCH_SEQUENCES // config.batch_size)
 
 
 def video_clip(config):

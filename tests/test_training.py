@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from model import checkpoint
-from model.training import CONV, UsageError, build, parse_flags, train
+from model.training import CONV, UsageError, batch_at, batches, build, parse_flags, train
 from model.video import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,3 +178,14 @@ def test_script_on_jax(tmp_path, script):
     assert "tensorflow_loaded False" in out.stdout  # JAX runs never load it (~450 MB)
     assert logged_losses(tmp_path) == [1, 2]  # and still write TensorBoard scalars
     assert probe(str(tmp_path / "videos" / "latest.mp4"))[:3] == ("h264", "yuv420p", 50)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_batches_are_each_steps_clips_in_order(chunk):
+    """However the data thread chunks its work, step `s` trains on `batch_at(config, s)`, from
+    any starting step (a resumed run)."""
+    config = dataclasses.replace(CONV, batch_size=2, seq_length=3)
+    with contextlib.closing(batches(config, 7, chunk=chunk)) as clips:
+        got = [np.asarray(next(clips)) for _ in range(20)]
+    for offset, clip in enumerate(got):
+        np.testing.assert_array_equal(clip, batch_at(config, 7 + offset))
