@@ -17,6 +17,10 @@ the same gradient, summed in a different order. Elsewhere (on other backends, ou
 `recording()`, inside loops TensorFlow traces as `while` loops such as `keras.layers.RNN`'s, for
 kernels that are not trainable variables) `apply(kernel, inputs, fn)` is `fn(inputs, kernel)`.
 
+Calls made inside different `group()`s get separate kernel-gradient ops: our training step puts
+each of its chains (side-by-side parts of the batch) in its own group, so that a chain's kernel
+gradients can start as soon as its own backward pass ends, while the other chain's goes on.
+
 `bench/benchmark.py` times the training step both ways in the same run.
 """
 
@@ -38,6 +42,21 @@ def apply(kernel, inputs, fn):
 
 
 @contextlib.contextmanager
+def group(name):
+    """Calls of `apply` inside it get their own kernel-gradient ops (see the module docstring);
+    nothing happens outside a `recording()`."""
+    recorder = _recorder
+    if recorder is None:
+        yield
+        return
+    outer, recorder.group = recorder.group, name
+    try:
+        yield
+    finally:
+        recorder.group = outer
+
+
+@contextlib.contextmanager
 def recording():
     """Record the calls of `apply` made inside it; yields the `Calls` to complete the gradients
     with. TensorFlow only; does not nest."""
@@ -54,15 +73,16 @@ def recording():
 
 
 class Calls:
-    """The recorded calls of `apply`: per kernel and input shape, `fn` and the `(inputs,
-    output_gradient)` pairs that the backward pass fills in."""
+    """The recorded calls of `apply`: per kernel, input shape and group, `fn` and the
+    `(inputs, output_gradient)` pairs that the backward pass fills in."""
 
     def __init__(self):
         import tensorflow as tf
 
         self._tf = tf
         self._graph = tf.compat.v1.get_default_graph()
-        self.calls = {}  # (id(kernel), input shape) -> (kernel, fn, [(inputs, output_grad)])
+        self.group = None
+        self.calls = {}  # (id(kernel), input shape, group) -> (kernel, fn, [(inputs, output_grad)])
 
     def accepts(self, kernel):
         """Trainable variables used in the graph being recorded (not in a loop body's graph,
@@ -77,7 +97,7 @@ class Calls:
         tf = self._tf
         read = tf.convert_to_tensor(kernel)  # a read the tape watches
         outputs = fn(inputs, tf.stop_gradient(read))
-        key = (id(kernel), tuple(inputs.shape[1:]))
+        key = (id(kernel), tuple(inputs.shape[1:]), self.group)
         pairs = self.calls.setdefault(key, (kernel, fn, []))[2]
 
         @tf.custom_gradient
@@ -94,7 +114,7 @@ class Calls:
 
     def add_kernel_gradients(self, grads, variables):
         """`grads` of `variables` with each recorded kernel's gradient added: one gradient op
-        per kernel over all its calls. Call it after the tape's gradient."""
+        per kernel and group over all its calls. Call it after the tape's gradient."""
         tf = self._tf
         extra = {}
         for kernel, fn, pairs in self.calls.values():

@@ -61,7 +61,11 @@ def chained_loss(model, clip, chains):
         return model.training_loss(clip)
     chains = min(chains, batch)
     cuts = [batch * k // chains for k in range(1, chains)]
-    return sum(model.training_loss(part) for part in keras.ops.split(clip, cuts, axis=0))
+    losses = []
+    for chain, part in enumerate(keras.ops.split(clip, cuts, axis=0)):
+        with kernel_grads.group(chain):  # each chain's kernel gradients apart (kernel_grads)
+            losses.append(model.training_loss(part))
+    return sum(losses)
 
 
 def _tensorflow_step(model, optimizer, apply, chains, batched_kernel_grads):

@@ -55,11 +55,14 @@ def test_one_kernel_gradient_per_layer_is_the_sum_over_calls(config):
     for variable, a, b in zip(model.trainable_variables, per_call, batched):
         assert np.abs(a).max() > 0, variable.path
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=variable.path)
-    recorded = {kernel.path: len(pairs) for kernel, _, pairs in calls.calls.values()}
+    # one group of calls per chain and kernel (1x1 layers are matrix products: not recorded)
+    recorded = {(kernel.path, group): len(pairs)
+                for (_, _, group), (kernel, _, pairs) in calls.calls.items()}
     expected = {
-        v.path: 2 * CALLS[config.model][v.path.split("/")[1]]
+        (v.path, chain): CALLS[config.model][v.path.split("/")[1]]
         for v in model.trainable_variables
-        if v.path.endswith("kernel") and v.shape[:2] == (3, 3)  # 1x1 layers are matrix products
+        if v.path.endswith("kernel") and v.shape[:2] == (3, 3)
+        for chain in (0, 1)
     }
     assert recorded == expected
 
@@ -106,6 +109,17 @@ def test_training_step_batches_kernel_gradients_by_default(monkeypatch):
     step, _ = make_train_step(model, optimizer, batched_kernel_grads=False)
     step(batch_at(config, 0))
     assert recordings == [1]
+
+
+def test_groups_nest_and_do_nothing_outside_a_recording():
+    with kernel_grads.group("a"):  # no recording: nothing to do
+        pass
+    with kernel_grads.recording() as calls:
+        with kernel_grads.group("a"):
+            with kernel_grads.group("b"):
+                assert calls.group == "b"
+            assert calls.group == "a"
+        assert calls.group is None
 
 
 def test_recording_does_not_nest():
