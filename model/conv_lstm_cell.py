@@ -122,8 +122,9 @@ class ConvLSTMCell(keras.layers.Layer):
         if self._per_gate:
             i, j, f, o = self._gates_per_gate(inputs, h_tm1)
         else:
-            z = kernel_grads.apply(self.kernel, ops.concatenate([inputs, h_tm1], axis=-1), _conv)
-            i, j, f, o = ops.split(z + self.bias, 4, axis=-1)
+            x_h = ops.concatenate([inputs, h_tm1], axis=-1)
+            z = kernel_grads.apply(self.kernel, x_h, _conv, bias=self.bias)
+            i, j, f, o = ops.split(z, 4, axis=-1)
         c = c_tm1 * ops.sigmoid(f + self.forget_bias) + ops.sigmoid(i) * self.activation(j)
         h = self.activation(c) * ops.sigmoid(o)
         return h, [ops.concatenate([c, h], axis=-1)]

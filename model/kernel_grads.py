@@ -31,14 +31,16 @@ import keras
 _recorder = None  # the active `Calls`, set while a training step is traced
 
 
-def apply(kernel, inputs, fn):
-    """`fn(inputs, kernel)`, whose kernel gradient is batched with the other calls of the same
-    `fn` while a `recording()` is active. `kernel` is the layer's kernel variable; `fn` must be
-    linear in the kernel (a convolution or matrix product) and the same for all its calls."""
+def apply(kernel, inputs, fn, bias=None):
+    """`fn(inputs, kernel)`, plus `bias` along the last axis where given, whose kernel and bias
+    gradients are batched with the other calls of the same `fn` while a `recording()` is active.
+    `kernel` and `bias` are the layer's variables; `fn` must be linear in the kernel (a
+    convolution or matrix product) and the same for all its calls."""
     recorder = _recorder
-    if recorder is None or not recorder.accepts(kernel):
-        return fn(inputs, kernel)
-    return recorder.call(kernel, inputs, fn)
+    if recorder is None or not recorder.accepts(kernel, bias):
+        outputs = fn(inputs, kernel)
+        return outputs if bias is None else outputs + bias
+    return recorder.call(kernel, inputs, fn, bias)
 
 
 @contextlib.contextmanager
@@ -73,7 +75,7 @@ def recording():
 
 
 class Calls:
-    """The recorded calls of `apply`: per kernel, input shape and group, `fn` and the
+    """The recorded calls of `apply`: per kernel, input shape and group, the bias, `fn` and the
     `(inputs, output_gradient)` pairs that the backward pass fills in."""
 
     def __init__(self):
@@ -82,42 +84,49 @@ class Calls:
         self._tf = tf
         self._graph = tf.compat.v1.get_default_graph()
         self.group = None
-        self.calls = {}  # (id(kernel), input shape, group) -> (kernel, fn, [(inputs, output_grad)])
+        # (id(kernel), input shape, group) -> (kernel, bias, fn, [(inputs, output_gradient)])
+        self.calls = {}
 
-    def accepts(self, kernel):
+    def accepts(self, kernel, bias=None):
         """Trainable variables used in the graph being recorded (not in a loop body's graph,
         whose tensors the step's graph cannot use)."""
         return (
-            isinstance(kernel, keras.Variable)
-            and kernel.trainable
+            all(isinstance(v, keras.Variable) and v.trainable
+                for v in (kernel, bias) if v is not None)
             and self._tf.compat.v1.get_default_graph() is self._graph
         )
 
-    def call(self, kernel, inputs, fn):
+    def call(self, kernel, inputs, fn, bias=None):
         tf = self._tf
-        read = tf.convert_to_tensor(kernel)  # a read the tape watches
-        outputs = fn(inputs, tf.stop_gradient(read))
+        reads = [tf.convert_to_tensor(v) for v in (kernel, bias) if v is not None]  # watched
+        outputs = fn(inputs, tf.stop_gradient(reads[0]))
+        if bias is not None:
+            outputs = outputs + tf.stop_gradient(reads[1])
         key = (id(kernel), tuple(inputs.shape[1:]), self.group)
-        pairs = self.calls.setdefault(key, (kernel, fn, []))[2]
+        pairs = self.calls.setdefault(key, (kernel, bias, fn, []))[3]
 
         @tf.custom_gradient
-        def keep(outputs, read):
-            # `read` ties the call to the kernel, so the tape asks for this gradient even where
-            # `inputs` carries none (the first layer on true frames).
+        def keep(outputs, *reads):
+            # The reads tie the call to the variables, so the tape asks for this gradient even
+            # where `inputs` carries none (the first layer on true frames).
             def grad(output_gradient):
                 pairs.append((inputs, output_gradient))
-                return output_gradient, None
+                return (output_gradient, *[None] * len(reads))
 
             return tf.identity(outputs), grad
 
-        return keep(outputs, read)
+        return keep(outputs, *reads)
 
     def add_kernel_gradients(self, grads, variables):
         """`grads` of `variables` with each recorded kernel's gradient added: one gradient op
         per kernel and group over all its calls. Call it after the tape's gradient."""
         tf = self._tf
         extra = {}
-        for kernel, fn, pairs in self.calls.values():
+
+        def add(variable, grad):
+            extra[id(variable)] = grad + extra[id(variable)] if id(variable) in extra else grad
+
+        for kernel, bias, fn, pairs in self.calls.values():
             if not pairs:  # no call's output reached the loss
                 continue
             inputs = tf.concat([x for x, _ in pairs], axis=0)
@@ -126,8 +135,10 @@ class Calls:
             with tf.GradientTape() as tape:
                 tape.watch(read)
                 outputs = fn(inputs, read)  # unused in a tf.function, which prunes it
-            grad = tape.gradient(outputs, read, output_gradients=output_gradients)
-            extra[id(kernel)] = grad if id(kernel) not in extra else extra[id(kernel)] + grad
+            add(kernel, tape.gradient(outputs, read, output_gradients=output_gradients))
+            if bias is not None:  # summed over all but the channels (last) axis
+                axes = list(range(len(output_gradients.shape) - 1))
+                add(bias, tf.reduce_sum(output_gradients, axis=axes))
         completed = []
         for variable, grad in zip(variables, grads):
             more = extra.get(id(variable))

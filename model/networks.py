@@ -39,17 +39,21 @@ def _pointwise_call(layer, inputs, matrix):
     over the channels, bias and activation applied before the reshape back (where TensorFlow can
     fuse them into the product)."""
     outputs = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), matrix)
-    outputs = _bias_and_activation(layer, outputs)
+    if layer.use_bias:
+        outputs = outputs + layer.bias
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
     return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
 
 
-def _bias_and_activation(layer, outputs, channels_axis=-1):
-    """`layer`'s bias and activation applied to its convolution's `outputs`."""
-    if layer.use_bias:
-        bias = layer.bias
-        if channels_axis != -1:  # channels first: (C, 1, 1) broadcasts over (B, C, H, W)
-            bias = ops.reshape(bias, (-1, *[1] * (len(outputs.shape) - channels_axis - 1)))
-        outputs = outputs + bias
+def _through_kernel_grads(layer, inputs, fn):
+    """`layer`'s output: `fn(inputs, kernel)`, bias, activation, with the kernel and bias
+    gradients left to `kernel_grads` (which our TensorFlow training step batches over calls)."""
+    channels_last = layer.data_format == "channels_last"
+    bias = layer.bias if layer.use_bias and channels_last else None
+    outputs = kernel_grads.apply(layer.kernel, inputs, fn, bias=bias)
+    if layer.use_bias and not channels_last:  # (C, 1, 1) broadcasts over (B, C, H, W)
+        outputs = outputs + ops.reshape(layer.bias, (-1, *[1] * (len(outputs.shape) - 2)))
     if layer.activation is not None:
         outputs = layer.activation(outputs)
     return outputs
@@ -65,15 +69,12 @@ class Conv2D(layers.Conv2D):
     the channels: the same sums, and on TensorFlow's CPU kernels a fraction of the fixed cost of
     a small convolution (measured: about 1 ms of a 9-10 ms conv training step). Other
     convolutions go through `kernel_grads.apply`, so our TensorFlow training step computes their
-    kernel gradient in one op over all calls."""
+    kernel and bias gradients in one op each over all calls."""
 
     def call(self, inputs):
-        if not _pointwise(self, inputs):
-            return super().call(inputs)
-        return _pointwise_call(self, inputs, ops.reshape(self.kernel, self.kernel.shape[2:]))
-
-    def convolution_op(self, inputs, kernel):
-        return kernel_grads.apply(kernel, inputs, super().convolution_op)
+        if _pointwise(self, inputs):
+            return _pointwise_call(self, inputs, ops.reshape(self.kernel, self.kernel.shape[2:]))
+        return _through_kernel_grads(self, inputs, super().convolution_op)
 
 
 @keras.saving.register_keras_serializable(package="conv_lstm")
@@ -86,9 +87,7 @@ class Conv2DTranspose(layers.Conv2DTranspose):
         if _pointwise(self, inputs) and self.output_padding is None:
             matrix = ops.transpose(ops.reshape(self.kernel, self.kernel.shape[2:]))
             return _pointwise_call(self, inputs, matrix)
-        outputs = kernel_grads.apply(self.kernel, inputs, self._transpose)
-        channels_axis = -1 if self.data_format == "channels_last" else 1
-        return _bias_and_activation(self, outputs, channels_axis)
+        return _through_kernel_grads(self, inputs, self._transpose)
 
     def _transpose(self, inputs, kernel):
         """Keras's transposed convolution, before its bias and activation."""

@@ -57,7 +57,7 @@ def test_one_kernel_gradient_per_layer_is_the_sum_over_calls(config):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=variable.path)
     # one group of calls per chain and kernel (1x1 layers are matrix products: not recorded)
     recorded = {(kernel.path, group): len(pairs)
-                for (_, _, group), (kernel, _, pairs) in calls.calls.items()}
+                for (_, _, group), (kernel, _, _, pairs) in calls.calls.items()}
     expected = {
         (v.path, chain): CALLS[config.model][v.path.split("/")[1]]
         for v in model.trainable_variables
@@ -86,7 +86,7 @@ def test_loops_keep_their_own_gradients():
     per_call, _ = gradients(model, x, chains=1, batched=False)
     batched, (calls,) = gradients(model, x, chains=1, batched=True)
     # (Keras's RNN calls the cell once outside the loop for the output's shape, unused.)
-    assert [pairs for _, _, pairs in calls.calls.values()] in ([], [[]])
+    assert [pairs for *_, pairs in calls.calls.values()] in ([], [[]])
     for a, b in zip(per_call, batched):
         np.testing.assert_allclose(b, a, rtol=1e-6)
 
