@@ -127,15 +127,15 @@ def _check_writable(train_dir):
 
 def build(config):
     """The predictor and its Adam optimiser, weights initialised from `config.seed`."""
-    import keras
 
     from model.networks import ConvLSTMPredictor, ConvPredictor
+    from model.train_step import Adam
 
     runtime.set_random_seed(config.seed)
     cls = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}[config.model]
     model = cls(context=config.seq_start, keep_prob=config.keep_prob)
     model.build((config.batch_size, config.seq_length, 32, 32, 3))
-    optimizer = keras.optimizers.Adam(config.lr)
+    optimizer = Adam(config.lr)
     optimizer.build(model.trainable_variables)
     return model, optimizer
 

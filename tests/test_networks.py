@@ -143,6 +143,37 @@ def test_chained_step_trains_like_one_chain(config):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_fused_adam_updates_like_kerass_adam():
+    """Our Adam runs one fused TensorFlow op per variable and gives Keras's Adam's weights and
+    optimiser state (the checkpoints hold the same variables)."""
+    import tensorflow as tf
+
+    config = dataclasses.replace(CONV, batch_size=3, keep_prob=1.0)
+    clips = [batch_at(config, i) for i in range(3)]
+    results = []
+    for fused in (False, True):
+        model, optimizer = build(config)
+        if not fused:
+            optimizer = keras.optimizers.Adam(config.lr)
+            optimizer.build(model.trainable_variables)
+        step, _ = make_train_step(model, optimizer)
+        losses = [float(step(clip)) for clip in clips]
+        results.append((losses, model.get_weights(), [np.array(v) for v in optimizer.variables]))
+        ops = {op.type for op in step.get_concrete_function(tf.constant(clips[0])).graph
+               .get_operations()}
+        assert ("ResourceApplyAdam" in ops) == fused
+    another_step, _ = make_train_step(model, optimizer, chains=1)  # a second trace, same Adam
+    assert np.isfinite(float(another_step(clips[0])))
+    (losses, weights, state), (fused_losses, fused_weights, fused_state) = results
+    assert fused_losses[2] != fused_losses[0]
+    np.testing.assert_allclose(fused_losses, losses, rtol=1e-5)
+    for a, b in zip(weights, fused_weights):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    assert len(state) == len(fused_state)
+    for a, b in zip(state, fused_state):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
 def test_chains_must_be_positive():
     model, optimizer = build(dataclasses.replace(CONV, batch_size=2))
     with pytest.raises(ValueError, match="chains must be at least 1"):
