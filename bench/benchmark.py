@@ -200,15 +200,22 @@ def bench_cells(repeats, sizes, gates=False):
 
 
 def bench_memory(script, steps):
-    """Peak resident memory (MB) of a real training run of `steps` steps, in its own process."""
+    """Peak resident memory (MB) of a real training run of `steps` steps, in its own process
+    (`script` relative to the repository root, or absolute)."""
     import tempfile
 
+    # The peak of this process's own memory: VmHWM, where Linux has it. (ru_maxrss would carry
+    # over the benchmark's own size, inherited at the fork before the exec.)
     probe = (
-        "import resource, runpy, sys\n"
+        "import re, resource, runpy, sys\n"
         "sys.argv = sys.argv[1:]\n"
         "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "try:\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    print(re.search(r'VmHWM:\\s*(\\d+) kB', status).group(1))\n"
+        "except (OSError, AttributeError):\n"
+        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(

@@ -42,3 +42,12 @@ def test_benchmark_rejects_unknown_parts(tmp_path):
         capture_output=True, text=True,
     )
     assert result.returncode == 2 and "unknown speed" in result.stderr
+
+
+def test_memory_probe_measures_the_run_not_the_benchmark(tmp_path):
+    """The peak of the measured run alone: this test's process, with TensorFlow loaded, is far
+    larger than the 60 MB script, and a child inherits its parent's ru_maxrss."""
+    script = tmp_path / "allocate.py"
+    script.write_text("import numpy as np\nx = np.ones(60 * 2**20, np.uint8)\n")
+    peak = benchmark.bench_memory(str(script), 1)["peak_rss_mb"]
+    assert 60 < peak < 200
