@@ -10,12 +10,13 @@ that compute through `apply` get that one op per layer while a training step is 
         loss = ...
     grads = calls.add_kernel_gradients(tape.gradient(loss, variables), variables)
 
-Inside `recording()`, `apply(kernel, inputs, fn)` computes `fn(inputs, kernel)` with the kernel
-held constant and, in the backward pass, keeps the call's inputs and output gradient;
-`add_kernel_gradients` adds each kernel's gradient, computed from all its calls at once. It is
-the same gradient, summed in a different order. Elsewhere (on other backends, outside
-`recording()`, inside loops TensorFlow traces as `while` loops such as `keras.layers.RNN`'s, for
-kernels that are not trainable variables) `apply(kernel, inputs, fn)` is `fn(inputs, kernel)`.
+Inside `recording()`, `apply(kernel, inputs, fn, bias)` computes `fn(inputs, kernel) + bias`
+with the kernel and bias held constant and, in the backward pass, keeps the call's inputs and
+output gradient; `add_kernel_gradients` adds each kernel's gradient (and each bias's, the sum of
+the output gradients), computed from all its calls at once. They are the same gradients, summed
+in a different order. Elsewhere (on other backends, outside `recording()`, inside loops
+TensorFlow traces as `while` loops such as `keras.layers.RNN`'s, for kernels that are not
+trainable variables) `apply` is just `fn(inputs, kernel) + bias`.
 
 Calls made inside different `group()`s get separate kernel-gradient ops: our training step puts
 each of its chains (side-by-side parts of the batch) in its own group, so that a chain's kernel

@@ -18,9 +18,10 @@ def make_train_step(model, optimizer, apply=True, chains=None, batched_kernel_gr
     summed: the same loss and gradients where `training_loss` sums over the batch, as ours does
     (dropout draws its masks per part). `None` picks `default_chains()`.
 
-    `batched_kernel_grads` computes each convolution kernel's gradient in one op over all the
-    layer's calls in the step (`model.kernel_grads`): the same gradient, in fewer, larger ops.
-    TensorFlow only; `None` means on for TensorFlow, off for JAX."""
+    `batched_kernel_grads` computes each convolution's kernel and bias gradients in one op per
+    layer and chain over all the layer's calls in the step (`model.kernel_grads`): the same
+    gradients, in fewer, larger ops. TensorFlow only; `None` means on for TensorFlow, off for
+    JAX."""
     optimizer.build(model.trainable_variables)
     chains = default_chains() if chains is None else int(chains)
     if chains < 1:

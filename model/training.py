@@ -127,7 +127,6 @@ def _check_writable(train_dir):
 
 def build(config):
     """The predictor and its Adam optimiser, weights initialised from `config.seed`."""
-
     from model.networks import ConvLSTMPredictor, ConvPredictor
     from model.train_step import Adam
 
@@ -157,7 +156,7 @@ def batches(config, step, chunk=None):
 
     Chunks, not one batch per step: the data thread then wakes once every `chunk` steps. On a
     2-core CPU, where the training step keeps both cores busy, a thread waking every step to
-    make 0.4-0.8 ms of data slowed the step by about 2 ms (`bench/benchmark.py`, end to end)."""
+    make 0.4-0.8 ms of data slowed the step by 1-2 ms (`bench/benchmark.py` compares the two)."""
     from keras import ops
 
     chunk = prefetch_steps(config) if chunk is None else int(chunk)
