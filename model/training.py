@@ -20,7 +20,7 @@ from model import checkpoint, runtime
 from systems import bouncing_balls
 
 VIDEO_FRAMES = 50  # length of the rollout videos, true context included
-PREFETCH_SEQUENCES = 256  # clips the data thread makes at a time (16 batches of 16)
+PREFETCH_SEQUENCES = 128  # clips the data thread makes at a time (8 batches of 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +152,13 @@ def batch_at(config, step):
 def batches(config, step, chunk=None):
     """The training clips of steps `step, step + 1, ...` as backend tensors, generated and
     converted in a background thread `chunk` steps at a time while the caller trains on earlier
-    ones. By default a chunk holds `PREFETCH_SEQUENCES` clips (16 steps at batch 16).
+    ones. By default a chunk holds `PREFETCH_SEQUENCES` clips (8 steps at batch 16).
 
     Chunks, not one batch per step: the data thread then wakes once every `chunk` steps. On a
     2-core CPU, where the training step keeps both cores busy, a thread waking every step to
-    make 0.4-0.8 ms of data slowed the step by 1-2 ms (`bench/benchmark.py` compares the two)."""
+    make 0.4-0.8 ms of data slowed the step by 1-2 ms (`bench/benchmark.py` compares the two).
+    The next chunk is started half way through the current one and each clip is let go once
+    handed out, so at most 1.5 chunks are held (memory: 8 ConvLSTM batches are 16 MB)."""
     from keras import ops
 
     chunk = prefetch_steps(config) if chunk is None else int(chunk)
@@ -169,8 +171,11 @@ def batches(config, step, chunk=None):
         while True:
             clips = upcoming.result()
             step += chunk
-            upcoming = pool.submit(prepare, step)
-            yield from clips
+            for i in range(chunk):
+                if i == chunk // 2:
+                    upcoming = pool.submit(prepare, step)
+                clip, clips[i] = clips[i], None
+                yield clip
 
 
 def prefetch_steps(config):
