@@ -62,7 +62,8 @@ def group(name):
 @contextlib.contextmanager
 def recording():
     """Record the calls of `apply` made inside it; yields the `Calls` to complete the gradients
-    with. TensorFlow only; does not nest."""
+    with. TensorFlow only; does not nest; one tape gradient per recording (each backward pass
+    adds its output gradients to the record)."""
     global _recorder
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("kernel_grads.recording() needs the TensorFlow backend")
