@@ -9,6 +9,7 @@ from model import kernel_grads
 from model.conv_lstm_cell import ConvLSTMCell
 from model.train_step import chained_loss, make_train_step
 from model.training import CONV, CONV_LSTM, batch_at, build
+from test_networks import randomise
 
 # Calls per chain of each 3x3 layer: the context frames are encoded as one batch, every
 # prediction is decoded, every prediction but the last is encoded again; the cell steps through
@@ -17,11 +18,6 @@ CALLS = {
     "conv": {"encoder": 1 + 3, "decoder": 4},
     "conv_lstm": {"encoder": 1 + 4, "decoder": 5, "conv_lstm_cell": 5 + 4},
 }
-
-
-def randomise(model):
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
 
 
 def gradients(model, clip, chains, batched):
@@ -128,4 +124,3 @@ def test_recording_does_not_nest():
             with kernel_grads.recording():
                 pass
     assert kernel_grads._recorder is None
-
