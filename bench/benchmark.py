@@ -104,7 +104,8 @@ def bench_training(config, repeats):
 
     import keras
 
-    from model.train_step import chained_loss, compiled, default_chains, make_train_step
+    from model.train_step import (chained_loss, compiled, default_chains, dispatching_ahead,
+                                  losses_of, make_train_step)
     from model.training import batch_at, batches, build, prefetch_steps
 
     model, optimizer = build(config)
@@ -132,15 +133,24 @@ def bench_training(config, repeats):
     counter = iter(range(10**9))
     results["data_inline_ms"] = timed(lambda: float(step(batch_at(config, next(counter)))),
                                       repeats)
-    # End to end: whole chunks of the data thread's work (`training.batches`), timed as blocks of
-    # steps, as the comparison (one batch made per step) is.
+    # End to end, as `training.train` runs it: whole chunks of the data thread's work
+    # (`training.batches`), each step queued before the last one's loss is read
+    # (`train_step.losses_of`), timed as blocks of steps. Timed in turn with it: each loss read
+    # before the next step is called, and one batch made per step.
     chunk = prefetch_steps(config)
+
+    def ahead(clips):
+        with dispatching_ahead():
+            return list(losses_of(step, clips, chunk))
+
     with contextlib.closing(batches(config, 0)) as chunked, \
+            contextlib.closing(batches(config, 0)) as chunked_too, \
             contextlib.closing(batches(config, 0, chunk=1)) as single:
         blocks = {
-            "end_to_end_ms": lambda: [float(step(next(chunked))) for _ in range(chunk)],
-            "end_to_end_one_batch_at_a_time_ms":
-                lambda: [float(step(next(single))) for _ in range(chunk)],
+            "end_to_end_ms": lambda: ahead(chunked),
+            "end_to_end_each_loss_read_first_ms":
+                lambda: [float(step(next(chunked_too))) for _ in range(chunk)],
+            "end_to_end_one_batch_at_a_time_ms": lambda: ahead(single),
         }
         for name, stats in timed_alternately(blocks, max(5, repeats // 8)).items():
             results[name] = {k: v / chunk for k, v in stats.items()}

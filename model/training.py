@@ -227,7 +227,8 @@ def train(config, log=print):
     """
     from tqdm import tqdm
 
-    from model.train_step import compiled_rollout, make_train_step
+    from model.train_step import (compiled_rollout, dispatching_ahead, losses_of,
+                                  make_train_step)
 
     if config.fresh:
         _start_fresh(config.train_dir)
@@ -248,15 +249,21 @@ def train(config, log=print):
     events = _Events(os.path.join(config.train_dir, "events"))
     with contextlib.closing(batches(config, step)) as clips, bar, contextlib.closing(events):
         while step < config.max_step:
-            clip = next(clips)
-            start = time.perf_counter()
-            loss = float(train_step(clip))
-            times.append(time.perf_counter() - start)
-            if not np.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss} at step {step + 1}")
-            losses.append(loss)
-            step += 1
-            bar.update(1)
+            # Up to the next log line, checkpoint or the end, each step is queued before the
+            # last one's loss is read (`losses_of`); a checkpoint is written once all have run.
+            stop = min(_next_multiple(step, config.log_every),
+                       _next_multiple(step, config.save_every), config.max_step)
+            with dispatching_ahead():
+                last = time.perf_counter()
+                for loss in losses_of(train_step, clips, stop - step):
+                    now = time.perf_counter()
+                    times.append(now - last)  # from one loss to the next: the whole step
+                    last = now
+                    if not np.isfinite(loss):
+                        raise NonFiniteLoss(f"loss became {loss} at step {step + 1}")
+                    losses.append(loss)
+                    step += 1
+                    bar.update(1)
             if step % config.log_every == 0 or step == config.max_step:
                 _log_losses(bar, events, step, losses, times)
                 losses, times = [], []
@@ -264,6 +271,11 @@ def train(config, log=print):
                 sync()
                 _save(config, model, optimizer, step, rollout)
     return step
+
+
+def _next_multiple(step, every):
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
 
 
 _EVENT_FILES = itertools.count()  # event files opened by this process

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from model import checkpoint
+from model.train_step import dispatching_ahead, losses_of, make_train_step
 from model.training import CONV, UsageError, batch_at, batches, build, parse_flags, train
 from model.video import probe
 
@@ -62,11 +63,15 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert train(split, log=logs.append) == 3
     assert train(dataclasses.replace(split, max_step=6), log=logs.append) == 6
     assert logs[-1].startswith("resuming from step 3")
-    a, b = (checkpoint.list_checkpoints(tmp_path / d)[-1] for d in "ab")
-    with h5py.File(os.path.join(a, "train_state.h5")) as fa, h5py.File(os.path.join(b, "train_state.h5")) as fb:
-        assert len(fa) == len(fb) > 20
-        for key in fa:
-            np.testing.assert_allclose(fa[key][()], fb[key][()], rtol=1e-5, atol=1e-7)
+    # Both checkpoints: the straight run's step 3 was saved mid-run, with step 4 about to be
+    # queued (`losses_of`), and must hold the weights after step 3 all the same.
+    assert steps_in(tmp_path / "a") == steps_in(tmp_path / "b") == [3, 6]
+    for a, b in zip(*(checkpoint.list_checkpoints(tmp_path / d) for d in "ab")):
+        with h5py.File(os.path.join(a, "train_state.h5")) as fa, \
+                h5py.File(os.path.join(b, "train_state.h5")) as fb:
+            assert len(fa) == len(fb) > 20
+            for key in fa:
+                np.testing.assert_allclose(fa[key][()], fb[key][()], rtol=1e-5, atol=1e-7)
     model_a, _ = build(straight)
     model_b, _ = build(split)
     checkpoint.restore(a, model_a)
@@ -189,3 +194,48 @@ def test_batches_are_each_steps_clips_in_order(chunk):
         got = [np.asarray(next(clips)) for _ in range(20)]
     for offset, clip in enumerate(got):
         np.testing.assert_array_equal(clip, batch_at(config, 7 + offset))
+
+
+def test_losses_of_calls_each_step_before_reading_the_last_loss():
+    events = []
+
+    class Loss:
+        def __init__(self, step):
+            self.step = step
+
+        def __float__(self):
+            events.append(("read", self.step))
+            return float(self.step)
+
+    def step(clip):
+        events.append(("call", clip))
+        return Loss(clip)
+
+    clips = iter(range(10))
+    assert list(losses_of(step, clips, 3)) == [0.0, 1.0, 2.0]
+    assert events == [("call", 0), ("call", 1), ("read", 0), ("call", 2), ("read", 1), ("read", 2)]
+    assert next(clips) == 3  # took exactly its 3 clips
+    assert list(losses_of(step, clips, 0)) == [] and next(clips) == 4
+
+
+def test_dispatching_ahead_trains_the_same_and_restores_synchronous_execution():
+    import tensorflow as tf
+
+    config = dataclasses.replace(CONV, batch_size=2)
+    clips = [batch_at(config, s) for s in range(3)]
+    runs = []
+    for ahead in (False, True):
+        model, optimizer = build(config)
+        step, _ = make_train_step(model, optimizer)
+        with dispatching_ahead() if ahead else contextlib.nullcontext():
+            assert tf.config.experimental.get_synchronous_execution() is not ahead
+            losses = list(losses_of(step, iter(clips), len(clips)))
+        runs.append((losses, model.get_weights()))
+    assert tf.config.experimental.get_synchronous_execution()
+    (losses_a, weights_a), (losses_b, weights_b) = runs
+    assert losses_a == losses_b
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(KeyError), dispatching_ahead():
+        raise KeyError("an error inside")
+    assert tf.config.experimental.get_synchronous_execution()
