@@ -8,6 +8,7 @@ on this machine, with the same settings. Run on an otherwise idle machine:
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -41,12 +42,7 @@ def timed_alternately(fns, repeats, warmup=3):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    stats = {}
-    for name, seconds in times.items():
-        ms = 1e3 * np.array(seconds)
-        stats[name] = {"min": float(ms.min()), "median": float(np.median(ms)),
-                       "max": float(ms.max())}
-    return stats
+    return {name: _stats(1e3 * np.array(seconds)) for name, seconds in times.items()}
 
 
 def loop_simulator(seq_length, num_balls=2, radius=1.2, rng=None):
@@ -100,12 +96,9 @@ def bench_training(config, repeats):
     """The training step end to end, as the training loop runs it (batches generated in a
     background thread), and its parts, each compiled on its own. End to end is the mean
     per step over blocks of one data chunk's steps; the other figures are per call."""
-    import contextlib
-
     import keras
 
-    from model.train_step import (chained_loss, compiled, default_chains, dispatching_ahead,
-                                  losses_of, make_train_step)
+    from model.train_step import chained_loss, compiled, default_chains, make_train_step
     from model.training import batch_at, batches, build, prefetch_steps
 
     model, optimizer = build(config)
@@ -140,8 +133,7 @@ def bench_training(config, repeats):
     chunk = prefetch_steps(config)
 
     def ahead(clips):
-        with dispatching_ahead():
-            return list(losses_of(step, clips, chunk))
+        return steps_ahead(step, clips, chunk)
 
     with contextlib.closing(batches(config, 0)) as chunked, \
             contextlib.closing(batches(config, 0)) as chunked_too, \
@@ -156,6 +148,68 @@ def bench_training(config, repeats):
             results[name] = {k: v / chunk for k, v in stats.items()}
     results["end_to_end_block_steps"] = chunk
     return results
+
+
+def steps_ahead(step, clips, count):
+    """`count` training steps as `training.train` runs them: each queued before the last one's
+    loss is read."""
+    from model.train_step import dispatching_ahead, losses_of
+
+    with dispatching_ahead():
+        return list(losses_of(step, clips, count))
+
+
+def end_to_end_blocks(config, blocks):
+    """Mean ms per step of `blocks` blocks of one data chunk's steps, end to end (as in
+    `bench_training`), after a warm-up."""
+    from model.train_step import make_train_step
+    from model.training import batches, build, prefetch_steps
+
+    model, optimizer = build(config)
+    step, _ = make_train_step(model, optimizer)
+    chunk = prefetch_steps(config)
+    means = []
+    with contextlib.closing(batches(config, 0)) as clips:
+        steps_ahead(step, clips, 3 * chunk)
+        for _ in range(blocks):
+            start = time.perf_counter()
+            steps_ahead(step, clips, chunk)
+            means.append(1e3 * (time.perf_counter() - start) / chunk)
+    return means
+
+
+def find_tcmalloc():
+    """The name of the system's tcmalloc library (Debian and Ubuntu: `libtcmalloc-minimal4`), or
+    None."""
+    import ctypes.util
+
+    return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+
+
+def bench_allocator(rounds, blocks):
+    """End to end per step with the C library's malloc and with tcmalloc (`LD_PRELOAD`), each in
+    a process of its own (a process cannot swap its allocator), the two taken in turn `rounds`
+    times; min / median / max over all their blocks. Empty where tcmalloc is not installed."""
+    lib = find_tcmalloc()
+    if lib is None:
+        return {"tcmalloc": None}
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    runs = {"system_malloc": env, "tcmalloc": {**env, "LD_PRELOAD": lib}}
+    means = {}
+    for _ in range(rounds):
+        for name, run_env in runs.items():
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--end_to_end_blocks", str(blocks)],
+                env=run_env, check=True, capture_output=True, text=True, cwd=ROOT,
+            )
+            for model, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                means.setdefault(f"{model}_end_to_end_{name}_ms", []).extend(ms)
+    return {"tcmalloc": lib, **{key: _stats(ms) for key, ms in means.items()}}
+
+
+def _stats(ms):
+    ms = np.array(ms)
+    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max())}
 
 
 def bench_cells(repeats, sizes, gates=False):
@@ -236,7 +290,7 @@ def bench_memory(script, steps):
     return {"peak_rss_mb": int(out.stdout.strip().splitlines()[-1]) / 1024}
 
 
-PARTS = ("simulator", "training", "cells", "gates", "memory")
+PARTS = ("simulator", "training", "allocator", "cells", "gates", "memory")
 
 
 def _machine(backend):
@@ -265,7 +319,18 @@ def main(argv=None):
                         help="cell comparisons (parts cells and gates) as FILTERSxSIZE, "
                              "comma-separated")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
+    parser.add_argument("--allocator_rounds", type=int, default=3,
+                        help="processes per allocator in the allocator comparison")
+    parser.add_argument("--end_to_end_blocks", type=int, default=None,
+                        help=argparse.SUPPRESS)  # the allocator comparison's child processes
     args = parser.parse_args(argv)
+    if args.end_to_end_blocks is not None:
+        runtime.setup()
+        from model.training import CONV, CONV_LSTM
+
+        print(json.dumps({"conv_lstm": end_to_end_blocks(CONV_LSTM, args.end_to_end_blocks),
+                          "conv": end_to_end_blocks(CONV, args.end_to_end_blocks)}))
+        return
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -279,7 +344,8 @@ def main(argv=None):
     from model.training import CONV, CONV_LSTM
 
     backend = keras.backend.backend()
-    report = {"backend": backend, "machine": _machine(backend), "repeats": args.repeats}
+    report = {"backend": backend, "machine": _machine(backend), "repeats": args.repeats,
+              "ld_preload": os.environ.get("LD_PRELOAD", "")}
     print(f"backend {backend}, {report['machine']}, {args.repeats} repeats")
     if "simulator" in parts:
         report["simulator"] = bench_simulator(args.repeats)
@@ -296,6 +362,8 @@ def main(argv=None):
             result["memory"] = bench_memory(script, args.memory_steps)
         if result:
             report[name] = result
+    if "allocator" in parts:
+        report["allocator"] = bench_allocator(args.allocator_rounds, max(5, args.repeats // 16))
     if "cells" in parts:
         report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
     if "gates" in parts:
@@ -321,6 +389,12 @@ def _print(report):
                       f"{v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
         if "memory" in r:
             print(f"{name:9s} peak resident memory of a training run {r['memory']['peak_rss_mb']:.0f} MB")
+    allocator = report.get("allocator")
+    if allocator is not None and allocator["tcmalloc"] is None:
+        print("allocator comparison skipped: no tcmalloc library found")
+    for k, v in (allocator or {}).items():
+        if k.endswith("_ms"):
+            print(f"{k[:-3]:40s} ms min/median/max {v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
     for k, v in {**report.get("cells", {}), **report.get("gates", {})}.items():
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
 

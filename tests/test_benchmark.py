@@ -31,7 +31,8 @@ def test_benchmark_command_writes_its_json(tmp_path):
         parts = report[model]
         for key in ("data_ms", "forward_ms", "forward_backward_ms", "compiled_step_ms",
                     "compiled_step_one_chain_ms", "compiled_step_per_call_kernel_grads_ms",
-                    "end_to_end_ms", "end_to_end_one_batch_at_a_time_ms"):
+                    "end_to_end_ms", "end_to_end_each_loss_read_first_ms",
+                    "end_to_end_one_batch_at_a_time_ms"):
             assert 0 < parts[key]["min"] <= parts[key]["median"] <= parts[key]["max"]
     assert sorted(report["gates"]) == ["ours_fused_f2_4x4_ms", "ours_per_gate_f2_4x4_ms"]
 
@@ -51,3 +52,19 @@ def test_memory_probe_measures_the_run_not_the_benchmark(tmp_path):
     script.write_text("import numpy as np\nx = np.ones(60 * 2**20, np.uint8)\n")
     peak = benchmark.bench_memory(str(script), 1)["peak_rss_mb"]
     assert 60 < peak < 200
+
+
+def test_allocator_comparison_child_reports_end_to_end_blocks():
+    out = subprocess.run(
+        [sys.executable, "bench/benchmark.py", "--end_to_end_blocks", "2"],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    blocks = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(blocks) == ["conv", "conv_lstm"]
+    assert all(len(ms) == 2 and min(ms) > 0 for ms in blocks.values())
+
+
+def test_allocator_comparison_is_skipped_without_tcmalloc(monkeypatch):
+    monkeypatch.setattr(benchmark, "find_tcmalloc", lambda: None)
+    monkeypatch.setattr(benchmark.subprocess, "run", None)  # must not start any process
+    assert benchmark.bench_allocator(rounds=2, blocks=2) == {"tcmalloc": None}
