@@ -161,7 +161,7 @@ def losses_of(step, clips, count):
     Step `t + 1` is called before step `t`'s loss is read. Inside `dispatching_ahead()` (or on
     JAX) that keeps one step queued behind the running one, so the Python side of a step (taking
     its clip, the call itself, the caller's bookkeeping) overlaps the step before it instead of
-    leaving the cores idle between steps: about 1 ms of a 7-16 ms step on a 2-core CPU
+    leaving the cores idle between steps: 0.5-1 ms of an 8-17 ms step on a 2-core CPU
     (`bench/benchmark.py` compares). Once the generator is exhausted, every step has run."""
     pending = None
     for _ in range(count):
