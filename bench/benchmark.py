@@ -129,7 +129,8 @@ def bench_training(config, repeats):
     # End to end, as `training.train` runs it: whole chunks of the data thread's work
     # (`training.batches`), each step queued before the last one's loss is read
     # (`train_step.losses_of`), timed as blocks of steps. Timed in turn with it: each loss read
-    # before the next step is called, and one batch made per step.
+    # before the next step is called, one batch made per step, and the clips copied into new
+    # tensors instead of taken over (`train_step.to_tensor`).
     chunk = prefetch_steps(config)
 
     def ahead(clips):
@@ -137,12 +138,14 @@ def bench_training(config, repeats):
 
     with contextlib.closing(batches(config, 0)) as chunked, \
             contextlib.closing(batches(config, 0)) as chunked_too, \
-            contextlib.closing(batches(config, 0, chunk=1)) as single:
+            contextlib.closing(batches(config, 0, chunk=1)) as single, \
+            contextlib.closing(batches(config, 0, adopt=False)) as copied:
         blocks = {
             "end_to_end_ms": lambda: ahead(chunked),
             "end_to_end_each_loss_read_first_ms":
                 lambda: [float(step(next(chunked_too))) for _ in range(chunk)],
             "end_to_end_one_batch_at_a_time_ms": lambda: ahead(single),
+            "end_to_end_clips_copied_ms": lambda: ahead(copied),
         }
         for name, stats in timed_alternately(blocks, max(5, repeats // 8)).items():
             results[name] = {k: v / chunk for k, v in stats.items()}

@@ -149,7 +149,7 @@ def batch_at(config, step):
     )
 
 
-def batches(config, step, chunk=None):
+def batches(config, step, chunk=None, adopt=True):
     """The training clips of steps `step, step + 1, ...` as backend tensors, generated and
     converted in a background thread `chunk` steps at a time while the caller trains on earlier
     ones. By default a chunk holds `PREFETCH_SEQUENCES` clips (8 steps at batch 16).
@@ -158,13 +158,19 @@ def batches(config, step, chunk=None):
     2-core CPU, where the training step keeps both cores busy, a thread waking every step to
     make 0.4-0.8 ms of data slowed the step by 1-2 ms (`bench/benchmark.py` compares the two).
     The next chunk is started half way through the current one and each clip is let go once
-    handed out, so at most 1.5 chunks are held (memory: 8 ConvLSTM batches are 16 MB)."""
+    handed out, so at most 1.5 chunks are held (memory: 8 ConvLSTM batches are 16 MB).
+
+    With `adopt` (the default) the backend takes the clips over without a copy where it can
+    (`train_step.to_tensor`); `adopt=False` copies them (the benchmark's comparison)."""
     from keras import ops
 
+    from model.train_step import to_tensor
+
     chunk = prefetch_steps(config) if chunk is None else int(chunk)
+    convert = to_tensor if adopt else ops.convert_to_tensor
 
     def prepare(first):
-        return [ops.convert_to_tensor(batch_at(config, s)) for s in range(first, first + chunk)]
+        return [convert(batch_at(config, s)) for s in range(first, first + chunk)]
 
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(prepare, step)

@@ -32,6 +32,7 @@ DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
 MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected rows before giving up
 CANDIDATES = 64  # candidate placements drawn per rejected row and round
 PARALLEL_MIN_SEQUENCES = 32  # the numba painter splits larger batches over threads, 32+ each
+ALIGNMENT = 64  # bytes; the numba engine's frames start on such a boundary (see `aligned_zeros`)
 HEX_DENSITY = math.pi / (2 * math.sqrt(3))  # densest packing of equal discs
 
 
@@ -50,7 +51,8 @@ def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, fricti
         engine: "numba", "numpy", or None for numba where it is installed.
 
     Returns:
-        float32 array `(B, T, size, size, 3)` in [0, 1].
+        float32 array `(B, T, size, size, 3)` in [0, 1]; from the numba engine, C-contiguous
+        and starting on a 64-byte boundary (which TensorFlow needs to use it without a copy).
 
     Raises:
         ValueError: the request cannot be met (bad sizes, too many balls).
@@ -109,7 +111,7 @@ def _render_compiled(pos, vel, centres, radius_sq):
     """The numba painter, on several threads for large batches (the kernel releases the GIL):
     at batch 16 one thread leaves the other core to the training step; at batch 256 on a GPU
     machine one thread would leave the GPU waiting."""
-    frames = np.zeros((*pos.shape[:2], centres.size, centres.size, 3), np.float32)
+    frames = aligned_zeros((*pos.shape[:2], centres.size, centres.size, 3), np.float32)
     chunks = min(os.cpu_count() or 1, pos.shape[0] // PARALLEL_MIN_SEQUENCES)
     if chunks < 2:
         _compiled.render(pos, vel, centres, radius_sq, frames)
@@ -119,6 +121,15 @@ def _render_compiled(pos, vel, centres, radius_sq):
         list(pool.map(lambda a, b: _compiled.render(pos[a:b], vel[a:b], centres, radius_sq,
                                                     frames[a:b]), bounds[:-1], bounds[1:]))
     return frames
+
+
+def aligned_zeros(shape, dtype):
+    """`np.zeros(shape, dtype)` whose data starts on an `ALIGNMENT`-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.zeros(size + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 def _use_compiled(engine):

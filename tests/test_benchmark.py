@@ -32,7 +32,7 @@ def test_benchmark_command_writes_its_json(tmp_path):
         for key in ("data_ms", "forward_ms", "forward_backward_ms", "compiled_step_ms",
                     "compiled_step_one_chain_ms", "compiled_step_per_call_kernel_grads_ms",
                     "end_to_end_ms", "end_to_end_each_loss_read_first_ms",
-                    "end_to_end_one_batch_at_a_time_ms"):
+                    "end_to_end_one_batch_at_a_time_ms", "end_to_end_clips_copied_ms"):
             assert 0 < parts[key]["min"] <= parts[key]["median"] <= parts[key]["max"]
     assert sorted(report["gates"]) == ["ours_fused_f2_4x4_ms", "ours_per_gate_f2_4x4_ms"]
 

@@ -176,3 +176,18 @@ def test_threaded_painting_matches_one_thread(monkeypatch):
     threaded = generate(4 * bb.PARALLEL_MIN_SEQUENCES, 3, rng=5)  # painted in 4 chunks
     monkeypatch.setattr(bb, "PARALLEL_MIN_SEQUENCES", 10**9)
     np.testing.assert_array_equal(generate(threaded.shape[0], 3, rng=5), threaded)
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 5, 7), np.float32), ((1,), np.float64), ((2, 4), np.uint8)])
+def test_aligned_zeros(shape, dtype):
+    for _ in range(5):  # numpy's own allocations are 16-byte aligned: some of these would not be
+        a = bb.aligned_zeros(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % bb.ALIGNMENT == 0 and not a.any()
+
+
+def test_numba_frames_are_aligned_for_tensorflow():
+    pytest.importorskip("numba")
+    for seed in range(5):
+        frames = generate(3, 4, rng=seed, engine="numba")
+        assert frames.flags.c_contiguous and frames.ctypes.data % bb.ALIGNMENT == 0
