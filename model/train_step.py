@@ -142,7 +142,8 @@ def to_tensor(array):
     DLPack: do not change it afterwards. Others are copied (`keras.ops.convert_to_tensor`).
 
     Copying a training clip into a new TensorFlow tensor in the data thread slowed the training
-    step beside it by 0.5-0.6 ms, far more than the copy itself (A/B scripts, README)."""
+    step beside it by 0.3-0.9 ms, far more than the copy itself (`bench/benchmark.py` compares).
+    64 bytes is TensorFlow's tensor alignment: it aborts on a less aligned DLPack buffer."""
     if (keras.backend.backend() == "tensorflow" and isinstance(array, np.ndarray)
             and array.flags.c_contiguous and array.flags.writeable and array.size
             and array.ctypes.data % 64 == 0):
