@@ -158,8 +158,11 @@ def dispatching_ahead():
     """Within it, a TensorFlow step call returns before the step has run (TensorFlow's
     asynchronous eager execution, for this thread), so the caller can queue the next step while
     this one runs; ops still run in the order they were called, and reading a result (`float`)
-    waits for it. Leaving waits for everything queued. JAX dispatches asynchronously anyway: a
-    no-op there. Use it with `losses_of`."""
+    waits for it. Leaving waits for everything queued. An op that fails while queued fails every
+    later op of the thread (TensorFlow's asynchronous executor; its own recovery,
+    `tf.experimental.async_clear_error`, crashed TensorFlow 2.21 when tried), so let such an error
+    end the run, as `training.train` does. JAX dispatches asynchronously anyway: a no-op there.
+    Use it with `losses_of`."""
     if keras.backend.backend() != "tensorflow":
         yield
         return
