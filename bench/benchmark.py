@@ -210,6 +210,11 @@ def bench_allocator(rounds, blocks):
     return {"tcmalloc": lib, **{key: _stats(ms) for key, ms in means.items()}}
 
 
+def _min_median_max(stats):
+    """One `_stats` result as a table cell."""
+    return f"ms min/median/max {stats['min']:6.1f} {stats['median']:6.1f} {stats['max']:6.1f}"
+
+
 def _stats(ms):
     ms = np.array(ms)
     return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max())}
@@ -388,8 +393,7 @@ def _print(report):
         r = report.get(name, {})
         for k, v in r.items():
             if k.endswith("_ms"):
-                print(f"{name:9s} {k[:-3]:28s} ms min/median/max "
-                      f"{v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
+                print(f"{name:9s} {k[:-3]:28s} {_min_median_max(v)}")
         if "memory" in r:
             print(f"{name:9s} peak resident memory of a training run {r['memory']['peak_rss_mb']:.0f} MB")
     allocator = report.get("allocator")
@@ -397,7 +401,7 @@ def _print(report):
         print("allocator comparison skipped: no tcmalloc library found")
     for k, v in (allocator or {}).items():
         if k.endswith("_ms"):
-            print(f"{k[:-3]:40s} ms min/median/max {v['min']:6.1f} {v['median']:6.1f} {v['max']:6.1f}")
+            print(f"{k[:-3]:40s} {_min_median_max(v)}")
     for k, v in {**report.get("cells", {}), **report.get("gates", {})}.items():
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
 
