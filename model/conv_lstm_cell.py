@@ -1,5 +1,7 @@
 """A convolutional LSTM cell with a concatenated state, on the Keras 3 RNN cell API."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -32,11 +34,13 @@ class ConvLSTMCell(keras.layers.Layer):
     kernel's input and recurrent parts for each gate, summed (`"per_gate"`).
     Fused is faster for small cells, per gate for large ones, where
     concatenating and splitting big activations dominates. Training steps
-    over 16 x 10 frames on a 2-core CPU, fused vs per gate
-    (`python bench/benchmark.py --parts gates`), TensorFlow: 4 filters on
-    8x8 4.3 vs 10.7 ms, 16 on 16x16 29.9 vs 37.6 ms, 16 on 32x32 117.4 vs
-    115.1 ms, 32 on 32x32 362 vs 326 ms; JAX: 4 on 8x8 14.5 vs 16.4 ms,
-    16 on 16x16 763 vs 639 ms. `"auto"` picks per gate from
+    over 16 x 10 frames on a 2-core CPU, fused vs per gate (`python
+    bench/benchmark.py --parts gates --cells 16x16,8x32,16x32,32x32`),
+    TensorFlow: 16 filters on 16x16 33.7 vs 42.0 ms, 8 on 32x32 53.5 vs
+    72.7 ms, 16 on 32x32 132.2 vs 125.5 ms, 32 on 32x32 407 vs 357 ms; JAX
+    (earlier code): 4 on 8x8 14.5 vs 16.4 ms, 16 on 16x16 763 vs 639 ms.
+    On TensorFlow the per-gate way adds each gate's bias with a fusable
+    `BiasAdd` and folds `forget_bias` into it. `"auto"` picks per gate from
     `H * W * filters >= PER_GATE_FROM[backend]` up (16,384 on TensorFlow,
     4,096 on JAX). The weights are the same either way.
 
@@ -120,25 +124,29 @@ class ConvLSTMCell(keras.layers.Layer):
         state = states[0] if isinstance(states, (list, tuple)) else states
         c_tm1, h_tm1 = ops.split(state, 2, axis=-1)
         if self._per_gate:
-            i, j, f, o = self._gates_per_gate(inputs, h_tm1)
+            i, j, f, o = self._gates_per_gate(inputs, h_tm1)  # forget_bias included
         else:
             x_h = ops.concatenate([inputs, h_tm1], axis=-1)
             z = kernel_grads.apply(self.kernel, x_h, _conv, bias=self.bias)
             i, j, f, o = ops.split(z, 4, axis=-1)
-        c = c_tm1 * ops.sigmoid(f + self.forget_bias) + ops.sigmoid(i) * self.activation(j)
+            f = f + self.forget_bias
+        c = c_tm1 * ops.sigmoid(f) + ops.sigmoid(i) * self.activation(j)
         h = self.activation(c) * ops.sigmoid(o)
         return h, [ops.concatenate([c, h], axis=-1)]
 
     def _gates_per_gate(self, inputs, h_tm1):
         """`conv([x, h], K) = conv(x, K_x) + conv(h, K_h)`, one gate's output channels at a time:
         no activation is concatenated or split, only the small kernel. (`split` rather than
-        slicing: a slice's gradient is a zero-padded copy of the whole kernel at every step.)"""
+        slicing: a slice's gradient is a zero-padded copy of the whole kernel at every step.)
+        `forget_bias` is added to the forget gate's bias vector, not to its activation."""
         kernel_x, kernel_h = ops.split(self.kernel, [inputs.shape[-1]], axis=2)
         kernels_x = ops.split(kernel_x, 4, axis=-1)
         kernels_h = ops.split(kernel_h, 4, axis=-1)
-        biases = ops.split(self.bias, 4)
+        bias_i, bias_j, bias_f, bias_o = ops.split(self.bias, 4)
+        biases = (bias_i, bias_j, bias_f + self.forget_bias, bias_o)
         return [
-            ops.conv(inputs, kx, padding="same") + ops.conv(h_tm1, kh, padding="same") + b
+            _biased_sum(ops.conv(inputs, kx, padding="same"), b,
+                        ops.conv(h_tm1, kh, padding="same"))
             for kx, kh, b in zip(kernels_x, kernels_h, biases)
         ]
 
@@ -161,6 +169,30 @@ class ConvLSTMCell(keras.layers.Layer):
 
 def _conv(inputs, kernel):
     return ops.conv(inputs, kernel, padding="same")
+
+
+def _biased_sum(x, bias, y):
+    """`x + bias + y`, `bias` along the last axis. On TensorFlow as a `BiasAdd` that its graph
+    optimiser fuses, with the add, into the convolution `x` comes from (a Keras `+ bias` is not
+    fused), with the bias gradient as a plain sum (TensorFlow would otherwise fuse that into the
+    kernel gradient, which costs more on a CPU). The same numbers either way."""
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_biased_sum()(x, bias, y)
+    return x + bias + y
+
+
+@functools.cache
+def _tensorflow_biased_sum():
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def biased_sum(x, bias, y):
+        def grad(dz):
+            return dz, tf.reduce_sum(dz, axis=list(range(len(dz.shape) - 1))), dz
+
+        return tf.nn.bias_add(x, bias) + y, grad
+
+    return biased_sum
 
 
 @keras.saving.register_keras_serializable(package="conv_lstm")

@@ -56,6 +56,29 @@ def test_matches_keras_conv_lstm2d(channels, filters, kernel_size, height, width
     np.testing.assert_allclose(state, np.concatenate([c, h], axis=-1), atol=1e-5)
 
 
+@pytest.mark.parametrize("channels,filters,kernel_size,height,width",
+                         [(3, 4, 3, 8, 8), (2, 3, (3, 5), 6, 9)])
+def test_gate_convs_same_gradients(channels, filters, kernel_size, height, width):
+    """Both ways of computing the gates give the same gradients for the kernel, the bias and the
+    inputs, through a sequence (the per-gate way has its own bias gradient on TensorFlow)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(0, 1, (2, 5, height, width, channels)).astype("float32"))
+    target = rng.normal(0, 1, (2, 5, height, width, filters)).astype("float32")
+    grads = {}
+    for gate_convs in ("fused", "per_gate"):
+        cell, _ = random_cell_and_peer(np.random.default_rng(3), channels, filters, kernel_size,
+                                       height, width, gate_convs)
+        layer = keras.layers.RNN(cell, return_sequences=True)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum((layer(x) - target) ** 2)
+        grads[gate_convs] = tape.gradient(loss, [cell.kernel, cell.bias, x])
+    for fused, per_gate in zip(grads["fused"], grads["per_gate"]):
+        np.testing.assert_allclose(per_gate, fused, rtol=1e-4, atol=1e-4)
+
+
 def test_one_step_equations_by_hand():
     cell = ConvLSTMCell(1, 1, forget_bias=1.0)
     cell.build((None, 1, 1, 1))
