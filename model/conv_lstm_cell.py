@@ -38,7 +38,8 @@ class ConvLSTMCell(keras.layers.Layer):
     bench/benchmark.py --parts gates --cells 16x16,8x32,16x32,32x32`),
     TensorFlow: 16 filters on 16x16 33.7 vs 42.0 ms, 8 on 32x32 53.5 vs
     72.7 ms, 16 on 32x32 132.2 vs 125.5 ms, 32 on 32x32 407 vs 357 ms; JAX
-    (earlier code): 4 on 8x8 14.5 vs 16.4 ms, 16 on 16x16 763 vs 639 ms.
+    (`--cells 4x8,16x16`): 4 on 8x8 14.1 vs 16.3 ms, 16 on 16x16 758 vs
+    603 ms.
     On TensorFlow the per-gate way adds each gate's bias with a fusable
     `BiasAdd` and folds `forget_bias` into it. `"auto"` picks per gate from
     `H * W * filters >= PER_GATE_FROM[backend]` up (16,384 on TensorFlow,
