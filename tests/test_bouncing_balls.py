@@ -125,6 +125,19 @@ def test_colour_encodes_velocity():
     assert frame[0, 0].max() < 1e-3 or np.hypot(x, y) < 2 * R
 
 
+@pytest.mark.skipif(bb._compiled is None, reason="numba is not installed")
+def test_compiled_masses_are_float32_exp():
+    """The numba painter's own `exp(-p)`, over the whole range it is used on: within one float32
+    step of the correctly rounded value, and 0 where that is 0."""
+    powers = np.linspace(0, 3.3**4, 200_001).astype(np.float32)
+    out = np.empty_like(powers)
+    bb._compiled._masses(powers, powers.size, out)
+    exact = np.exp(-powers.astype(np.float64)).astype(np.float32)
+    steps = np.abs(out.view(np.int32).astype(np.int64) - exact.view(np.int32))
+    assert steps.max() <= 1
+    assert np.all(out[exact == 0] == 0)
+
+
 def test_soft_disc_profile():
     pos = np.array([[[[5.0, 5.0]]]])
     vel = np.zeros_like(pos)
