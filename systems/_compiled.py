@@ -2,10 +2,10 @@
 one ball and one pixel at a time, compiled. Importing this module needs `numba`.
 
 The physics does the same float64 operations in the same order as the NumPy code, so it gives
-the same trajectories bit for bit. The painting skips the pixels where a ball's float32 mass
-`exp(-(d^2 / r^2)^4)` is exactly zero and computes the others with `_masses`, an `exp` that the
-compiler vectorises, correct to float32 rounding; so it matches the NumPy frames to float32
-rounding.
+the same trajectories bit for bit. The painting visits only the box of pixels around each ball
+where its float32 mass `exp(-(d^2 / r^2)^4)` can be nonzero, and computes the masses with
+`_masses`, an `exp` that the compiler vectorises, correct to float32 rounding; so it matches the
+NumPy frames to float32 rounding.
 """
 
 import numba
