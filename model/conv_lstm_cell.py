@@ -8,10 +8,17 @@ from keras import ops
 from model import kernel_grads
 
 
-# `gate_convs="auto"` computes the gates per gate from this many state values per example
-# (H * W * filters) up, by Keras backend: the crossovers measured on a 2-core CPU (see the class
-# docstring). JAX's CPU convolutions favour the per-gate path earlier.
-PER_GATE_FROM = {"tensorflow": 16384, "jax": 4096}
+def auto_per_gate(height, width, filters, backend=None):
+    """Whether `gate_convs="auto"` computes the gates per gate: the crossovers measured on a
+    2-core CPU (see `ConvLSTMCell`). On TensorFlow the per-gate way wins once the activations the
+    fused way concatenates and splits are large, from 16,384 state values per example
+    (`H * W * filters`) up. On JAX, where each of the per-gate way's eight convolutions gets
+    kernel-sized matrix products for its kernel gradient (see `_conv`), only once each gate's
+    convolution is large as well: from `H * W * filters**2 >= 131,072` up."""
+    backend = backend or keras.backend.backend()
+    if backend == "jax":
+        return height * width * filters * filters >= 131072
+    return height * width * filters >= 16384
 
 
 @keras.saving.register_keras_serializable(package="conv_lstm")
@@ -37,13 +44,13 @@ class ConvLSTMCell(keras.layers.Layer):
     over 16 x 10 frames on a 2-core CPU, fused vs per gate (`python
     bench/benchmark.py --parts gates --cells 16x16,8x32,16x32,32x32`),
     TensorFlow: 16 filters on 16x16 33.7 vs 42.0 ms, 8 on 32x32 53.5 vs
-    72.7 ms, 16 on 32x32 132.2 vs 125.5 ms, 32 on 32x32 407 vs 357 ms; JAX
-    (`--cells 4x8,16x16`): 4 on 8x8 14.1 vs 16.3 ms, 16 on 16x16 758 vs
-    603 ms.
+    72.7 ms, 32 on 16x16 83.1 vs 86.9 ms, 16 on 32x32 132.2 vs 125.5 ms,
+    32 on 32x32 407 vs 357 ms; JAX: 16 on 16x16 76.5 vs 114.3 ms, 8 on
+    32x32 130.5 vs 259.2 ms, 32 on 16x16 224.7 vs 147.5 ms, 16 on 32x32
+    396 vs 344 ms, 32 on 32x32 2,179 vs 1,407 ms.
     On TensorFlow the per-gate way adds each gate's bias with a fusable
-    `BiasAdd` and folds `forget_bias` into it. `"auto"` picks per gate from
-    `H * W * filters >= PER_GATE_FROM[backend]` up (16,384 on TensorFlow,
-    4,096 on JAX). The weights are the same either way.
+    `BiasAdd` and folds `forget_bias` into it. `"auto"` picks per gate where
+    `auto_per_gate` says so. The weights are the same either way.
 
     Args:
         filters: Number of output channels `F` of `h` and `c`.
@@ -117,8 +124,7 @@ class ConvLSTMCell(keras.layers.Layer):
         self._per_gate = self.gate_convs == "per_gate" or (
             self.gate_convs == "auto"
             and None not in (height, width)
-            and height * width * self.filters
-            >= PER_GATE_FROM.get(keras.backend.backend(), PER_GATE_FROM["tensorflow"])
+            and auto_per_gate(height, width, self.filters)
         )
 
     def call(self, inputs, states, training=None):
@@ -146,8 +152,7 @@ class ConvLSTMCell(keras.layers.Layer):
         bias_i, bias_j, bias_f, bias_o = ops.split(self.bias, 4)
         biases = (bias_i, bias_j, bias_f + self.forget_bias, bias_o)
         return [
-            _biased_sum(ops.conv(inputs, kx, padding="same"), b,
-                        ops.conv(h_tm1, kh, padding="same"))
+            _biased_sum(_conv(inputs, kx), b, _conv(h_tm1, kh))
             for kx, kh, b in zip(kernels_x, kernels_h, biases)
         ]
 
@@ -169,7 +174,54 @@ class ConvLSTMCell(keras.layers.Layer):
 
 
 def _conv(inputs, kernel):
+    """The cell's SAME, stride-1 convolution. On JAX with the gradients of `_conv_gradients`:
+    inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend computes a
+    convolution's own kernel gradient some 15-20 times slower than outside one, and the
+    matrix products below do not have that problem (`bench/benchmark.py --parts cells`)."""
+    if keras.backend.backend() == "jax":
+        return _jax_conv()(inputs, ops.convert_to_tensor(kernel))  # a Keras variable's value
     return ops.conv(inputs, kernel, padding="same")
+
+
+def _conv_gradients(inputs, kernel, grad):
+    """The gradients of `ops.conv(inputs, kernel, padding="same")` (stride 1) with respect to
+    `inputs` and `kernel`, given the gradient `grad` of its output: the input's, a convolution
+    of `grad` with the kernel flipped in space and transposed; the kernel's, for each kernel
+    tap `(a, b)`, one matrix product of the zero-padded input's window at that tap with
+    `grad`. The same sums as any convolution gradient, in another order."""
+    kh, kw = kernel.shape[:2]
+    top, left = (kh - 1) // 2, (kw - 1) // 2  # SAME: the odd pixel of padding goes after
+    height, width = inputs.shape[1:3]
+    padded_grad = ops.pad(grad, [(0, 0), (kh - 1 - top, top), (kw - 1 - left, left), (0, 0)])
+    flipped = ops.transpose(ops.flip(kernel, axis=(0, 1)), (0, 1, 3, 2))
+    d_inputs = ops.conv(padded_grad, flipped, padding="valid")
+    padded = ops.pad(inputs, [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)])
+    d_kernel = ops.stack([
+        ops.stack([
+            ops.einsum("bhwc,bhwf->cf", padded[:, a : a + height, b : b + width], grad)
+            for b in range(kw)
+        ])
+        for a in range(kh)
+    ])
+    return d_inputs, d_kernel
+
+
+@functools.cache
+def _jax_conv():
+    import jax
+
+    def conv(inputs, kernel):
+        return ops.conv(inputs, kernel, padding="same")
+
+    def forward(inputs, kernel):
+        return conv(inputs, kernel), (inputs, kernel)
+
+    def backward(saved, grad):
+        return _conv_gradients(*saved, grad)
+
+    conv_with_gradients = jax.custom_vjp(conv)
+    conv_with_gradients.defvjp(forward, backward)
+    return conv_with_gradients
 
 
 def _biased_sum(x, bias, y):

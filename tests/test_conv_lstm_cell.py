@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from model.conv_lstm_cell import ConvLSTMCell, ConvRNN
+from model.conv_lstm_cell import ConvLSTMCell, ConvRNN, auto_per_gate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,6 +79,27 @@ def test_gate_convs_same_gradients(channels, filters, kernel_size, height, width
         np.testing.assert_allclose(per_gate, fused, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel_size", [(3, 3), (2, 3), (1, 1), (4, 5)])
+def test_conv_gradients_match_autodiff(kernel_size):
+    """`_conv_gradients` (the cell's convolution gradients on JAX) gives TensorFlow's own
+    gradients of a SAME convolution, for odd and even kernel sizes."""
+    import tensorflow as tf
+
+    from model.conv_lstm_cell import _conv_gradients
+
+    rng = np.random.default_rng(sum(kernel_size))
+    x = tf.constant(rng.normal(0, 1, (3, 7, 6, 4)).astype("float32"))
+    kernel = tf.constant(rng.normal(0, 1, (*kernel_size, 4, 5)).astype("float32"))
+    grad = tf.constant(rng.normal(0, 1, (3, 7, 6, 5)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel])
+        y = keras.ops.conv(x, kernel, padding="same")
+    expected = tape.gradient(y, [x, kernel], output_gradients=grad)
+    for ours, theirs in zip(_conv_gradients(x, kernel, grad), expected):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
 def test_one_step_equations_by_hand():
     cell = ConvLSTMCell(1, 1, forget_bias=1.0)
     cell.build((None, 1, 1, 1))
@@ -108,11 +129,13 @@ def test_weights_and_state_shapes():
 
 def test_auto_gate_convs_by_size():
     cells = {}
-    for filters, size in [(4, 8), (16, 16), (8, 32), (16, 32), (64, 16)]:
+    for filters, size in [(4, 8), (16, 16), (8, 32), (32, 16), (16, 32), (64, 16)]:
         cells[filters, size] = ConvLSTMCell(filters, 3)
         cells[filters, size].build((None, size, size, 3))
     per_gate = {key for key, cell in cells.items() if cell._per_gate}
     assert per_gate == {(16, 32), (64, 16)}  # on TensorFlow from 16,384 state values up
+    jax_per_gate = {key for key in cells if auto_per_gate(key[1], key[1], key[0], "jax")}
+    assert jax_per_gate == {(32, 16), (16, 32), (64, 16)}  # JAX: from H W F^2 = 131,072 up
     with pytest.raises(ValueError, match="gate_convs"):
         ConvLSTMCell(4, 3, gate_convs="split")
 
@@ -153,6 +176,29 @@ x = rng.normal(0, 1, (2, 5, 8, 8, 3)).astype("float32")
 ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x)
 theirs, h, c = peer(x)
 print("cell", float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs)))))
+import jax
+from model.conv_lstm_cell import _jax_conv
+x2, k2 = rng.normal(0, 1, (2, 7, 6, 4)).astype("float32"), rng.normal(0, 1, (2, 3, 4, 5)).astype("float32")
+g2 = rng.normal(0, 1, (2, 7, 6, 5)).astype("float32")
+same = lambda a, b: keras.ops.conv(a, b, padding="same")
+ours2 = jax.vjp(_jax_conv(), x2, k2)[1](g2)
+theirs2 = jax.vjp(same, x2, k2)[1](g2)
+print("conv_grads", max(float(np.max(np.abs(a - b))) for a, b in zip(ours2, theirs2)))
+import model.conv_lstm_cell as cell_module
+def rnn_grads(gate_convs):  # kernel, bias and input gradients through keras.layers.RNN's scan
+    layer = keras.layers.RNN(ConvLSTMCell(4, (3, 2), gate_convs=gate_convs), return_sequences=True)
+    layer(x)
+    def loss(weights, inputs):
+        return keras.ops.sum(layer.stateless_call(weights, [], inputs)[0] ** 2)
+    return jax.grad(loss, argnums=(0, 1))([v.value for v in layer.trainable_variables], x)
+for gate_convs in ("fused", "per_gate"):
+    keras.utils.set_random_seed(1)
+    ours3 = jax.tree_util.tree_leaves(rnn_grads(gate_convs))
+    keras.utils.set_random_seed(1)
+    cell_module._conv, saved = (lambda i, k: keras.ops.conv(i, k, padding="same")), cell_module._conv
+    theirs3 = jax.tree_util.tree_leaves(rnn_grads(gate_convs))  # JAX's own convolution gradients
+    cell_module._conv = saved
+    print("rnn_grads_" + gate_convs, max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(ours3, theirs3)))
 keras.utils.set_random_seed(0)
 model = ConvLSTMPredictor()
 model.build((4, 10, 32, 32, 3))
@@ -163,9 +209,10 @@ sync()
 print("loss", losses[0], losses[-1], tuple(model(clip).shape))
 seed_state = np.asarray(model.dropout.seed_generator.state.value)
 print("dropout_draws", int(seed_state[-1]))  # the stateless step must hand its state back
-small, large = ConvLSTMCell(4, 3), ConvLSTMCell(16, 3)
-small.build((None, 8, 8, 4)); large.build((None, 16, 16, 4))
-print("auto_per_gate", small._per_gate, large._per_gate)  # JAX: from 4,096 state values up
+cells = [ConvLSTMCell(filters, 3) for filters in (4, 16, 8, 32, 16)]
+for cell_, size in zip(cells, (8, 16, 32, 16, 32)):
+    cell_.build((None, size, size, 4))
+print("auto_per_gate", *[cell_._per_gate for cell_ in cells])  # JAX: from H W F^2 = 131,072 up
 """
 
 
@@ -178,8 +225,11 @@ def test_cell_and_network_on_jax():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
     assert float(lines["cell"]) < 1e-5
+    assert float(lines["conv_grads"]) < 1e-4  # our convolution gradients are JAX's own
+    assert float(lines["rnn_grads_fused"]) < 1e-5  # and so are the cell's, through the RNN
+    assert float(lines["rnn_grads_per_gate"]) < 1e-5
     first, last, shape = lines["loss"].split(" ", 2)
     assert float(last) < 0.8 * float(first)
     assert shape == "(4, 4, 32, 32, 3)"
     assert int(lines["dropout_draws"]) == 100  # a fresh dropout mask at every step
-    assert lines["auto_per_gate"] == "False True"
+    assert lines["auto_per_gate"] == "False False False True True"
