@@ -174,12 +174,15 @@ class ConvLSTMCell(keras.layers.Layer):
 
 
 def _conv(inputs, kernel):
-    """The cell's SAME, stride-1 convolution. On JAX with the gradients of `_conv_gradients`:
-    inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend computes a
-    convolution's own kernel gradient some 15-20 times slower than outside one, and the
-    matrix products below do not have that problem (`bench/benchmark.py --parts cells`)."""
+    """The cell's SAME, stride-1 convolution. On JAX's CPU backend with the gradients of
+    `_conv_gradients`: inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend
+    computes a convolution's own kernel gradient 15-20 times slower than outside one, and the
+    matrix products there do not have that problem (`bench/benchmark.py --parts cells`). Other
+    devices keep XLA's own gradients (not measured there)."""
     if keras.backend.backend() == "jax":
-        return _jax_conv()(inputs, ops.convert_to_tensor(kernel))  # a Keras variable's value
+        conv = _jax_cpu_conv()
+        if conv is not None:
+            return conv(inputs, ops.convert_to_tensor(kernel))  # a Keras variable's value
     return ops.conv(inputs, kernel, padding="same")
 
 
@@ -207,8 +210,13 @@ def _conv_gradients(inputs, kernel, grad):
 
 
 @functools.cache
-def _jax_conv():
+def _jax_cpu_conv():
+    """`ops.conv(..., padding="same")` with `_conv_gradients` as its gradients, where JAX runs on
+    its CPU backend; None elsewhere."""
     import jax
+
+    if jax.default_backend() != "cpu":
+        return None
 
     def conv(inputs, kernel):
         return ops.conv(inputs, kernel, padding="same")

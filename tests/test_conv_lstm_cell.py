@@ -177,11 +177,11 @@ ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x
 theirs, h, c = peer(x)
 print("cell", float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs)))))
 import jax
-from model.conv_lstm_cell import _jax_conv
+from model.conv_lstm_cell import _jax_cpu_conv
 x2, k2 = rng.normal(0, 1, (2, 7, 6, 4)).astype("float32"), rng.normal(0, 1, (2, 3, 4, 5)).astype("float32")
 g2 = rng.normal(0, 1, (2, 7, 6, 5)).astype("float32")
 same = lambda a, b: keras.ops.conv(a, b, padding="same")
-ours2 = jax.vjp(_jax_conv(), x2, k2)[1](g2)
+ours2 = jax.vjp(_jax_cpu_conv(), x2, k2)[1](g2)
 theirs2 = jax.vjp(same, x2, k2)[1](g2)
 print("conv_grads", max(float(np.max(np.abs(a - b))) for a, b in zip(ours2, theirs2)))
 import model.conv_lstm_cell as cell_module
