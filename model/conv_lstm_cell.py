@@ -176,9 +176,11 @@ class ConvLSTMCell(keras.layers.Layer):
 def _conv(inputs, kernel):
     """The cell's SAME, stride-1 convolution. On JAX's CPU backend with the gradients of
     `_conv_gradients`: inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend
-    computes a convolution's own kernel gradient 15-20 times slower than outside one, and the
-    matrix products there do not have that problem (`bench/benchmark.py --parts cells`). Other
-    devices keep XLA's own gradients (not measured there)."""
+    computes a convolution's own kernel gradient 8-30 times slower than outside one (its
+    layouts are fixed there, and this one's are not those of its fast convolutions); the
+    matrix products and the transposed convolution there are not slowed down
+    (`bench/benchmark.py --parts cells`). Other devices keep XLA's own gradients (not measured
+    there)."""
     if keras.backend.backend() == "jax":
         conv = _jax_cpu_conv()
         if conv is not None:
@@ -186,12 +188,21 @@ def _conv(inputs, kernel):
     return ops.conv(inputs, kernel, padding="same")
 
 
+# From this many pixels per image up, `_conv_gradients` computes the kernel's gradient as one
+# matrix product per kernel tap; below it, as one convolution of the transposed input and output
+# gradient. JAX on a 2-core CPU, cell training steps in `keras.layers.RNN`: 4 filters on 8x8
+# 5.2 vs 4.2 ms, 16 on 16x16 82 vs 89 ms, 32 on 32x32 784 vs 1,023 ms (per tap vs convolution).
+PER_TAP_KERNEL_GRADIENT_FROM = 256
+
+
 def _conv_gradients(inputs, kernel, grad):
     """The gradients of `ops.conv(inputs, kernel, padding="same")` (stride 1) with respect to
-    `inputs` and `kernel`, given the gradient `grad` of its output: the input's, a convolution
-    of `grad` with the kernel flipped in space and transposed; the kernel's, for each kernel
-    tap `(a, b)`, one matrix product of the zero-padded input's window at that tap with
-    `grad`. The same sums as any convolution gradient, in another order."""
+    `inputs` and `kernel`, given the gradient `grad` of its output. The input's: a convolution
+    of `grad` with the kernel flipped in space and transposed. The kernel's: for each kernel tap
+    `(a, b)`, a matrix product of the zero-padded input's window at that tap with `grad`; or,
+    for small images, one convolution with the roles swapped (the channels of the input as its
+    batch, the batch as its channels, `grad` as its kernel), written with explicit transposes.
+    The same sums as any convolution gradient, in another order."""
     kh, kw = kernel.shape[:2]
     top, left = (kh - 1) // 2, (kw - 1) // 2  # SAME: the odd pixel of padding goes after
     height, width = inputs.shape[1:3]
@@ -199,6 +210,10 @@ def _conv_gradients(inputs, kernel, grad):
     flipped = ops.transpose(ops.flip(kernel, axis=(0, 1)), (0, 1, 3, 2))
     d_inputs = ops.conv(padded_grad, flipped, padding="valid")
     padded = ops.pad(inputs, [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)])
+    if height * width < PER_TAP_KERNEL_GRADIENT_FROM:
+        swapped = ops.conv(ops.transpose(padded, (3, 1, 2, 0)), ops.transpose(grad, (1, 2, 0, 3)),
+                           padding="valid")  # (C_in, kh, kw, C_out)
+        return d_inputs, ops.transpose(swapped, (1, 2, 0, 3))
     d_kernel = ops.stack([
         ops.stack([
             ops.einsum("bhwc,bhwf->cf", padded[:, a : a + height, b : b + width], grad)

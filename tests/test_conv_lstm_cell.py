@@ -79,18 +79,20 @@ def test_gate_convs_same_gradients(channels, filters, kernel_size, height, width
         np.testing.assert_allclose(per_gate, fused, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("height,width", [(7, 6), (16, 17)])  # both ways to the kernel's
 @pytest.mark.parametrize("kernel_size", [(3, 3), (2, 3), (1, 1), (4, 5)])
-def test_conv_gradients_match_autodiff(kernel_size):
+def test_conv_gradients_match_autodiff(kernel_size, height, width):
     """`_conv_gradients` (the cell's convolution gradients on JAX) gives TensorFlow's own
-    gradients of a SAME convolution, for odd and even kernel sizes."""
+    gradients of a SAME convolution, for odd and even kernel sizes, small and large images."""
     import tensorflow as tf
 
-    from model.conv_lstm_cell import _conv_gradients
+    from model.conv_lstm_cell import PER_TAP_KERNEL_GRADIENT_FROM, _conv_gradients
 
+    assert 7 * 6 < PER_TAP_KERNEL_GRADIENT_FROM <= 16 * 17
     rng = np.random.default_rng(sum(kernel_size))
-    x = tf.constant(rng.normal(0, 1, (3, 7, 6, 4)).astype("float32"))
+    x = tf.constant(rng.normal(0, 1, (3, height, width, 4)).astype("float32"))
     kernel = tf.constant(rng.normal(0, 1, (*kernel_size, 4, 5)).astype("float32"))
-    grad = tf.constant(rng.normal(0, 1, (3, 7, 6, 5)).astype("float32"))
+    grad = tf.constant(rng.normal(0, 1, (3, height, width, 5)).astype("float32"))
     with tf.GradientTape() as tape:
         tape.watch([x, kernel])
         y = keras.ops.conv(x, kernel, padding="same")
@@ -178,12 +180,16 @@ theirs, h, c = peer(x)
 print("cell", float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs)))))
 import jax
 from model.conv_lstm_cell import _jax_cpu_conv
-x2, k2 = rng.normal(0, 1, (2, 7, 6, 4)).astype("float32"), rng.normal(0, 1, (2, 3, 4, 5)).astype("float32")
-g2 = rng.normal(0, 1, (2, 7, 6, 5)).astype("float32")
 same = lambda a, b: keras.ops.conv(a, b, padding="same")
-ours2 = jax.vjp(_jax_cpu_conv(), x2, k2)[1](g2)
-theirs2 = jax.vjp(same, x2, k2)[1](g2)
-print("conv_grads", max(float(np.max(np.abs(a - b))) for a, b in zip(ours2, theirs2)))
+errors = []
+for height, width in ((7, 6), (16, 17)):  # both ways to the kernel's gradient
+    x2 = rng.normal(0, 1, (2, height, width, 4)).astype("float32")
+    k2 = rng.normal(0, 1, (2, 3, 4, 5)).astype("float32")
+    g2 = rng.normal(0, 1, (2, height, width, 5)).astype("float32")
+    ours2 = jax.vjp(_jax_cpu_conv(), x2, k2)[1](g2)
+    theirs2 = jax.vjp(same, x2, k2)[1](g2)
+    errors += [float(np.max(np.abs(a - b))) for a, b in zip(ours2, theirs2)]
+print("conv_grads", max(errors))
 import model.conv_lstm_cell as cell_module
 def rnn_grads(gate_convs):  # kernel, bias and input gradients through keras.layers.RNN's scan
     layer = keras.layers.RNN(ConvLSTMCell(4, (3, 2), gate_convs=gate_convs), return_sequences=True)
