@@ -42,12 +42,12 @@ class ConvLSTMCell(keras.layers.Layer):
     Fused is faster for small cells, per gate for large ones, where
     concatenating and splitting big activations dominates. Training steps
     over 16 x 10 frames on a 2-core CPU, fused vs per gate (`python
-    bench/benchmark.py --parts gates --cells 16x16,8x32,16x32,32x32`),
+    bench/benchmark.py --parts gates --cells 16x16,8x32,32x16,16x32,32x32`),
     TensorFlow: 16 filters on 16x16 33.7 vs 42.0 ms, 8 on 32x32 53.5 vs
     72.7 ms, 32 on 16x16 83.1 vs 86.9 ms, 16 on 32x32 132.2 vs 125.5 ms,
-    32 on 32x32 407 vs 357 ms; JAX: 16 on 16x16 76.5 vs 114.3 ms, 8 on
-    32x32 130.5 vs 259.2 ms, 32 on 16x16 224.7 vs 147.5 ms, 16 on 32x32
-    396 vs 344 ms, 32 on 32x32 2,179 vs 1,407 ms.
+    32 on 32x32 407 vs 357 ms; JAX: 16 on 16x16 79.1 vs 123.0 ms, 8 on
+    32x32 133.4 vs 266.1 ms, 32 on 16x16 232.5 vs 153.5 ms, 16 on 32x32
+    385 vs 328 ms, 32 on 32x32 1,221 vs 740 ms.
     On TensorFlow the per-gate way adds each gate's bias with a fusable
     `BiasAdd` and folds `forget_bias` into it. `"auto"` picks per gate where
     `auto_per_gate` says so. The weights are the same either way.
@@ -176,7 +176,7 @@ class ConvLSTMCell(keras.layers.Layer):
 def _conv(inputs, kernel):
     """The cell's SAME, stride-1 convolution. On JAX's CPU backend with the gradients of
     `_conv_gradients`: inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend
-    computes a convolution's own kernel gradient 8-30 times slower than outside one (its
+    computes a convolution's own kernel gradient 9-32 times slower than outside one (its
     layouts are fixed there, and this one's are not those of its fast convolutions); the
     matrix products and the transposed convolution there are not slowed down
     (`bench/benchmark.py --parts cells`). Other devices keep XLA's own gradients (not measured
