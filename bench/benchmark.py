@@ -221,10 +221,12 @@ def _stats(ms):
 
 
 def bench_cells(repeats, sizes, gates=False):
-    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D, or with
-    `gates`, our cell's two ways of computing its gates against each other."""
+    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D (on JAX's
+    CPU also our cell with XLA's own convolution gradients), or with `gates`, our cell's two ways
+    of computing its gates against each other."""
     import keras
 
+    from model import conv_lstm_cell
     from model.conv_lstm_cell import ConvLSTMCell
     from model.networks import l2_loss
     from model.train_step import make_train_step
@@ -248,6 +250,16 @@ def bench_cells(repeats, sizes, gates=False):
         step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
         return lambda: float(step(x))
 
+    def step_with_xla_gradients(filters, x):
+        """Our cell's step traced with `OWN_GRADIENTS_ON_JAX_CPU` off."""
+        conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = False
+        try:
+            step = step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True), x)
+            step()  # traced now
+        finally:
+            conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = True
+        return step
+
     results = {}
     for filters, size in sizes:
         x = np.random.default_rng(0).random((16, 10, size, size, filters), dtype=np.float32)
@@ -266,6 +278,8 @@ def bench_cells(repeats, sizes, gates=False):
                     keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
                 ),
             }
+            if conv_lstm_cell._jax_on_cpu():
+                steps["ours_xla_conv_gradients"] = step_with_xla_gradients(filters, x)
         for name, stats in timed_alternately(steps, repeats).items():
             results[f"{name}_f{filters}_{size}x{size}_ms"] = stats
     return results

@@ -173,6 +173,11 @@ class ConvLSTMCell(keras.layers.Layer):
         }
 
 
+# Whether `_conv` uses `_conv_gradients` on JAX's CPU backend; read when a step is traced
+# (`bench/benchmark.py` turns it off to time XLA's own gradients beside ours).
+OWN_GRADIENTS_ON_JAX_CPU = True
+
+
 def _conv(inputs, kernel):
     """The cell's SAME, stride-1 convolution. On JAX's CPU backend with the gradients of
     `_conv_gradients`: inside a `lax.scan` (`keras.layers.RNN`'s loop on JAX) XLA's CPU backend
@@ -181,11 +186,18 @@ def _conv(inputs, kernel):
     matrix products and the transposed convolution there are not slowed down
     (`bench/benchmark.py --parts cells`). Other devices keep XLA's own gradients (not measured
     there)."""
-    if keras.backend.backend() == "jax":
-        conv = _jax_cpu_conv()
-        if conv is not None:
-            return conv(inputs, ops.convert_to_tensor(kernel))  # a Keras variable's value
+    if OWN_GRADIENTS_ON_JAX_CPU and _jax_on_cpu():
+        return _jax_cpu_conv()(inputs, ops.convert_to_tensor(kernel))  # a variable's value
     return ops.conv(inputs, kernel, padding="same")
+
+
+def _jax_on_cpu():
+    """Whether Keras runs on JAX, and JAX on its CPU backend."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 # From this many pixels per image up, `_conv_gradients` computes the kernel's gradient as one
@@ -226,12 +238,8 @@ def _conv_gradients(inputs, kernel, grad):
 
 @functools.cache
 def _jax_cpu_conv():
-    """`ops.conv(..., padding="same")` with `_conv_gradients` as its gradients, where JAX runs on
-    its CPU backend; None elsewhere."""
+    """`ops.conv(..., padding="same")` with `_conv_gradients` as its gradients, for JAX."""
     import jax
-
-    if jax.default_backend() != "cpu":
-        return None
 
     def conv(inputs, kernel):
         return ops.conv(inputs, kernel, padding="same")

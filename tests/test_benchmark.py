@@ -1,8 +1,11 @@
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, "bench")
 import benchmark  # noqa: E402
@@ -35,6 +38,20 @@ def test_benchmark_command_writes_its_json(tmp_path):
                     "end_to_end_one_batch_at_a_time_ms", "end_to_end_clips_copied_ms"):
             assert 0 < parts[key]["min"] <= parts[key]["median"] <= parts[key]["max"]
     assert sorted(report["gates"]) == ["ours_fused_f2_4x4_ms", "ours_per_gate_f2_4x4_ms"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_cell_comparison_on_jax_times_xla_gradients_too(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, "bench/benchmark.py", "--parts", "cells", "--repeats", "2", "--cells",
+         "2x4", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    cells = json.loads(out.read_text())["cells"]
+    assert sorted(cells) == ["keras_ConvLSTM2D_f2_4x4_ms", "ours_f2_4x4_ms",
+                             "ours_xla_conv_gradients_f2_4x4_ms"]
 
 
 def test_benchmark_rejects_unknown_parts(tmp_path):
