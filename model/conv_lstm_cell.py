@@ -12,9 +12,9 @@ def auto_per_gate(height, width, filters, backend=None):
     """Whether `gate_convs="auto"` computes the gates per gate: the crossovers measured on a
     2-core CPU (see `ConvLSTMCell`). On TensorFlow the per-gate way wins once the activations the
     fused way concatenates and splits are large, from 16,384 state values per example
-    (`H * W * filters`) up. On JAX, where each of the per-gate way's eight convolutions gets
-    kernel-sized matrix products for its kernel gradient (see `_conv`), only once each gate's
-    convolution is large as well: from `H * W * filters**2 >= 131,072` up."""
+    (`H * W * filters`) up. On JAX (measured on its CPU backend, where each of the per-gate
+    way's eight convolutions computes its kernel gradient in small pieces, see `_conv`), only
+    once each gate's convolution is large as well: from `H * W * filters**2 >= 131,072` up."""
     backend = backend or keras.backend.backend()
     if backend == "jax":
         return height * width * filters * filters >= 131072
