@@ -250,12 +250,14 @@ def bench_cells(repeats, sizes, gates=False):
         step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
         return lambda: float(step(x))
 
-    def step_with_xla_gradients(filters, x):
-        """Our cell's step traced with `OWN_GRADIENTS_ON_JAX_CPU` off."""
+    def ours(filters, **cell_options):
+        return keras.layers.RNN(ConvLSTMCell(filters, 3, **cell_options), return_sequences=True)
+
+    def traced_with_xla_gradients(step):
+        """`step`, traced now with `OWN_GRADIENTS_ON_JAX_CPU` off."""
         conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = False
         try:
-            step = step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True), x)
-            step()  # traced now
+            step()
         finally:
             conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = True
         return step
@@ -266,20 +268,19 @@ def bench_cells(repeats, sizes, gates=False):
         x = keras.ops.convert_to_tensor(x)
         if gates:
             steps = {
-                f"ours_{mode}": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3, gate_convs=mode),
-                                                         return_sequences=True), x)
+                f"ours_{mode}": step_of(ours(filters, gate_convs=mode), x)
                 for mode in ("fused", "per_gate")
             }
         else:
             steps = {
-                "ours": step_of(keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True),
-                                x),
+                "ours": step_of(ours(filters), x),
                 "keras_ConvLSTM2D": step_of(
                     keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
                 ),
             }
             if conv_lstm_cell._jax_on_cpu():
-                steps["ours_xla_conv_gradients"] = step_with_xla_gradients(filters, x)
+                steps["ours_xla_conv_gradients"] = traced_with_xla_gradients(
+                    step_of(ours(filters), x))
         for name, stats in timed_alternately(steps, repeats).items():
             results[f"{name}_f{filters}_{size}x{size}_ms"] = stats
     return results

@@ -188,6 +188,10 @@ def _conv(inputs, kernel):
     there)."""
     if OWN_GRADIENTS_ON_JAX_CPU and _jax_on_cpu():
         return _jax_cpu_conv()(inputs, ops.convert_to_tensor(kernel))  # a variable's value
+    return _same_conv(inputs, kernel)
+
+
+def _same_conv(inputs, kernel):
     return ops.conv(inputs, kernel, padding="same")
 
 
@@ -208,7 +212,7 @@ PER_TAP_KERNEL_GRADIENT_FROM = 256
 
 
 def _conv_gradients(inputs, kernel, grad):
-    """The gradients of `ops.conv(inputs, kernel, padding="same")` (stride 1) with respect to
+    """The gradients of `_same_conv(inputs, kernel)` (stride 1) with respect to
     `inputs` and `kernel`, given the gradient `grad` of its output. The input's: a convolution
     of `grad` with the kernel flipped in space and transposed. The kernel's: for each kernel tap
     `(a, b)`, a matrix product of the zero-padded input's window at that tap with `grad`; or,
@@ -238,19 +242,16 @@ def _conv_gradients(inputs, kernel, grad):
 
 @functools.cache
 def _jax_cpu_conv():
-    """`ops.conv(..., padding="same")` with `_conv_gradients` as its gradients, for JAX."""
+    """`_same_conv` with `_conv_gradients` as its gradients, for JAX."""
     import jax
 
-    def conv(inputs, kernel):
-        return ops.conv(inputs, kernel, padding="same")
-
     def forward(inputs, kernel):
-        return conv(inputs, kernel), (inputs, kernel)
+        return _same_conv(inputs, kernel), (inputs, kernel)
 
     def backward(saved, grad):
         return _conv_gradients(*saved, grad)
 
-    conv_with_gradients = jax.custom_vjp(conv)
+    conv_with_gradients = jax.custom_vjp(_same_conv)
     conv_with_gradients.defvjp(forward, backward)
     return conv_with_gradients
 
