@@ -30,14 +30,26 @@ def timed(fn, repeats, warmup=3):
     return timed_alternately({"fn": fn}, repeats, warmup)["fn"]
 
 
-def timed_alternately(fns, repeats, warmup=3):
+MIN_REPEATS = 3  # what a time limit (`max_seconds`) leaves at least
+
+
+def timed_alternately(fns, repeats, warmup=3, max_seconds=None):
     """`timed` for each of `fns` (a dict), their calls taken in turn, so that a machine whose
-    speed drifts during the run slows them all alike."""
+    speed drifts during the run slows them all alike. With `max_seconds`, the repeats stop once
+    they have taken that long (after `MIN_REPEATS` at least), and a function whose second
+    warm-up call takes over a twentieth of it is warmed up by those two calls only (the first
+    call traces and compiles); `repeats` in the results says how many were timed."""
     for fn in fns.values():
-        for _ in range(warmup):
+        for k in range(warmup):
+            start = time.perf_counter()
             fn()
+            if k >= 1 and max_seconds and time.perf_counter() - start > max_seconds / 20:
+                break
     times = {name: [] for name in fns}
-    for _ in range(repeats):
+    began = time.perf_counter()
+    for k in range(repeats):
+        if max_seconds and k >= MIN_REPEATS and time.perf_counter() - began > max_seconds:
+            break
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
@@ -148,7 +160,7 @@ def bench_training(config, repeats):
             "end_to_end_clips_copied_ms": lambda: ahead(copied),
         }
         for name, stats in timed_alternately(blocks, max(5, repeats // 8)).items():
-            results[name] = {k: v / chunk for k, v in stats.items()}
+            results[name] = {**stats, **{k: stats[k] / chunk for k in ("min", "median", "max")}}
     results["end_to_end_block_steps"] = chunk
     return results
 
@@ -217,13 +229,15 @@ def _min_median_max(stats):
 
 def _stats(ms):
     ms = np.array(ms)
-    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max())}
+    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max()),
+            "repeats": len(ms)}
 
 
-def bench_cells(repeats, sizes, gates=False):
+def bench_cells(repeats, sizes, gates=False, max_seconds=None):
     """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D (on JAX's
     CPU also our cell with XLA's own convolution gradients), or with `gates`, our cell's two ways
-    of computing its gates against each other."""
+    of computing its gates against each other; each size's comparison within `max_seconds` (see
+    `timed_alternately`)."""
     import keras
 
     from model import conv_lstm_cell
@@ -281,7 +295,7 @@ def bench_cells(repeats, sizes, gates=False):
             if conv_lstm_cell._jax_on_cpu():
                 steps["ours_xla_conv_gradients"] = traced_with_xla_gradients(
                     step_of(ours(filters), x))
-        for name, stats in timed_alternately(steps, repeats).items():
+        for name, stats in timed_alternately(steps, repeats, max_seconds=max_seconds).items():
             results[f"{name}_f{filters}_{size}x{size}_ms"] = stats
     return results
 
@@ -331,7 +345,9 @@ def _machine(backend):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls per figure")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per figure (default 200 on TensorFlow, 50 on JAX, "
+                             "whose steps are slower; the cell comparisons a quarter, at least 20)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"what to measure, comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--batch_sizes", default="16",
@@ -341,12 +357,26 @@ def main(argv=None):
     parser.add_argument("--cells", default="4x8,16x16,32x32",
                         help="cell comparisons (parts cells and gates) as FILTERSxSIZE, "
                              "comma-separated")
+    parser.add_argument("--cell_seconds", type=float, default=120,
+                        help="stop repeating a cell comparison once it has taken this long, "
+                             f"after {MIN_REPEATS} repeats at least (0: no limit)")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="measure nothing: print the figures and issue #5's targets of a "
+                             "results file this script wrote")
     parser.add_argument("--allocator_rounds", type=int, default=3,
                         help="processes per allocator in the allocator comparison")
     parser.add_argument("--end_to_end_blocks", type=int, default=None,
                         help=argparse.SUPPRESS)  # the allocator comparison's child processes
     args = parser.parse_args(argv)
+    if args.report is not None:
+        report = _read_report(parser, args.report)
+        try:
+            _print(report)
+        except (KeyError, TypeError, ValueError) as e:
+            parser.error(f"--report: {args.report} is not a results file of this benchmark "
+                         f"({type(e).__name__}: {e})")
+        return
     if args.end_to_end_blocks is not None:
         runtime.setup()
         from model.training import CONV, CONV_LSTM
@@ -363,39 +393,75 @@ def main(argv=None):
         sizes = [tuple(map(int, c.split("x"))) for c in args.cells.split(",") if c]
     except ValueError:
         parser.error("--batch_sizes takes integers, --cells FILTERSxSIZE pairs, comma-separated")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.cell_seconds < 0:
+        parser.error(f"--cell_seconds must be 0 (no limit) or more, got {args.cell_seconds}")
     keras = runtime.setup()
     from model.training import CONV, CONV_LSTM
 
     backend = keras.backend.backend()
-    report = {"backend": backend, "machine": _machine(backend), "repeats": args.repeats,
+    repeats = args.repeats or (50 if backend == "jax" else 200)
+    cell_repeats = max(20, repeats // 4)
+    report = {"backend": backend, "machine": _machine(backend), "repeats": repeats,
               "ld_preload": os.environ.get("LD_PRELOAD", "")}
-    print(f"backend {backend}, {report['machine']}, {args.repeats} repeats")
+    print(f"backend {backend}, {report['machine']}, {repeats} repeats")
+    say = _progress()
     if "simulator" in parts:
-        report["simulator"] = bench_simulator(args.repeats)
+        say("simulator")
+        report["simulator"] = bench_simulator(repeats)
     models = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
     for name, (config, script) in models.items():
         result = {}
         if "training" in parts:
             for batch in batch_sizes:
+                say(f"{name} training step at batch {batch}, its parts and comparisons")
                 key = "" if batch == 16 else f"batch_{batch}_"
-                figures = bench_training(dataclasses.replace(config, batch_size=batch),
-                                         args.repeats)
+                figures = bench_training(dataclasses.replace(config, batch_size=batch), repeats)
                 result.update({key + k: v for k, v in figures.items()})
         if "memory" in parts:
+            say(f"{name} peak memory of a {args.memory_steps}-step training run")
             result["memory"] = bench_memory(script, args.memory_steps)
         if result:
             report[name] = result
     if "allocator" in parts:
-        report["allocator"] = bench_allocator(args.allocator_rounds, max(5, args.repeats // 16))
-    if "cells" in parts:
-        report["cells"] = bench_cells(max(20, args.repeats // 4), sizes)
-    if "gates" in parts:
-        report["gates"] = bench_cells(max(20, args.repeats // 4), sizes, gates=True)
+        say(f"end to end with each allocator, {args.allocator_rounds} processes each")
+        report["allocator"] = bench_allocator(args.allocator_rounds, max(5, repeats // 16))
+    for part, gates in (("cells", False), ("gates", True)):
+        if part in parts:
+            say("our cell vs " + ("itself, gates per gate" if gates else "keras ConvLSTM2D")
+                + f" at {args.cells} (FILTERSxSIZE)")
+            report[part] = bench_cells(cell_repeats, sizes, gates, args.cell_seconds)
     out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     checkpoint.write_json(out, report)
+    say("done")
     _print(report)
     print(f"wrote {out}")
+
+
+def _progress():
+    """`say(what)`: print `what` with the seconds since `_progress()` was called."""
+    start = time.perf_counter()
+
+    def say(what):
+        print(f"[{time.perf_counter() - start:5.0f} s] {what}", flush=True)
+
+    return say
+
+
+def _read_report(parser, path):
+    """A results file this script wrote, or a one-line error naming what is wrong with it."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except OSError as e:
+        parser.error(f"--report: cannot read {path}: {e.strerror}")
+    except ValueError as e:
+        parser.error(f"--report: {path} is not JSON: {e}")
+    if not isinstance(report, dict) or "backend" not in report:
+        parser.error(f"--report: {path} is not a results file of this benchmark")
+    return report
 
 
 def _print(report):
@@ -419,6 +485,72 @@ def _print(report):
             print(f"{k[:-3]:40s} {_min_median_max(v)}")
     for k, v in {**report.get("cells", {}), **report.get("gates", {})}.items():
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
+    rows = targets(report)
+    if rows:
+        print(f"issue #5's targets ({report['backend']}, medians):")
+        for figure, target, measured, verdict in rows:
+            print(f"  {figure:44s} {target:27s} {measured:47s} {verdict}")
+
+
+# The 2016 original on this machine kind (../shared/REFERENCE.md, "Measured here").
+ORIGINAL_PEAK_MB = {"conv_lstm": 900, "conv": 850}
+# Issue #5: end-to-end training step targets and their "not acceptable" lines, ms.
+STEP_TARGET_MS = {"conv_lstm": (16, 24), "conv": (8, 12)}
+NAMES = {"conv_lstm": "ConvLSTM", "conv": "conv"}
+
+
+def targets(report):
+    """Issue #5's targets against the figures of `report` (what this script writes), as rows
+    `(figure, target, measured, verdict)`, for the figures the report has. Verdicts: "met",
+    "not met", or for a training step over its target but under its "not acceptable" line,
+    "acceptable". Medians throughout."""
+    rows = []
+    sim = report.get("simulator")
+    if sim:
+        rate = sim["vectorised_sequences_per_s"]
+        rows.append(("simulator, batch 16 x 10 frames, 2 balls", ">= 20,000 seq/s",
+                     f"{rate:,.0f} seq/s", _verdict(rate >= 20000)))
+    for name in ("conv_lstm", "conv"):
+        r, label = report.get(name, {}), NAMES[name]
+        if {"data_ms", "compiled_step_ms", "end_to_end_ms"} <= set(r):
+            data, step = r["data_ms"]["median"], r["compiled_step_ms"]["median"]
+            end_to_end = r["end_to_end_ms"]["median"]
+            share, cost = data / end_to_end, end_to_end / step - 1
+            rows.append((
+                f"{label}: data generation", "< 5 % of a step, or hidden",
+                f"{data:.2f} ms, {100 * share:.1f} %; costs the step {100 * cost:+.1f} %",
+                _verdict(share < 0.05 or cost < 0.05)))
+        if "end_to_end_ms" in r:
+            target, limit = STEP_TARGET_MS[name]
+            ms = r["end_to_end_ms"]["median"]
+            verdict = "met" if ms <= target else "acceptable" if ms <= limit else "not met"
+            rows.append((f"{label} training step, end to end", f"<= {target} ms (not over {limit})",
+                         f"{ms:.2f} ms", verdict))
+    cells = report.get("cells", {})
+    for filters, size in ((4, 8), (32, 32)):
+        key = f"f{filters}_{size}x{size}_ms"
+        if f"ours_{key}" in cells and f"keras_ConvLSTM2D_{key}" in cells:
+            ours, theirs = cells[f"ours_{key}"]["median"], cells[f"keras_ConvLSTM2D_{key}"]["median"]
+            rows.append((f"our cell vs ConvLSTM2D, {filters} filters on {size}x{size}",
+                         "ours no slower", f"{ours:,.1f} vs {theirs:,.1f} ms "
+                         f"({100 * (ours / theirs - 1):+.1f} %)", _verdict(ours <= theirs)))
+    for name in ("conv_lstm", "conv"):
+        memory = report.get(name, {}).get("memory")
+        if memory:
+            mb = memory["peak_rss_mb"]
+            rows.append((f"{NAMES[name]}: peak memory of a training run",
+                         f"<= the original's {ORIGINAL_PEAK_MB[name]} MB", f"{mb:.0f} MB",
+                         _verdict(mb <= ORIGINAL_PEAK_MB[name])))
+    if all("end_to_end_ms" in report.get(name, {}) for name in ("conv_lstm", "conv")):
+        hours = 200000 * sum(report[n]["end_to_end_ms"]["median"] for n in ("conv_lstm", "conv"))
+        hours /= 3.6e6
+        rows.append(("200,000 steps of each model (steps alone)", "about 1.5 h",
+                     f"{hours:.2f} h", _verdict(hours <= 1.5)))
+    return rows
+
+
+def _verdict(met):
+    return "met" if met else "not met"
 
 
 if __name__ == "__main__":
