@@ -474,7 +474,7 @@ def _print(report):
         r = report.get(name, {})
         for k, v in r.items():
             if k.endswith("_ms"):
-                print(f"{name:9s} {k[:-3]:28s} {_min_median_max(v)}")
+                print(f"{name:9s} {k[:-3]:36s} {_min_median_max(v)}")
         if "memory" in r:
             print(f"{name:9s} peak resident memory of a training run {r['memory']['peak_rss_mb']:.0f} MB")
     allocator = report.get("allocator")

@@ -22,10 +22,23 @@ PATTERN = re.compile(r"^ckpt-(\d{7,})$")
 KEEP = 2  # complete checkpoints kept; older ones are removed after a new one lands
 
 
+def _read_umask():
+    """The process's file-mode creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# `tempfile` makes its files and folders private (0600 / 0700); ours get the modes that
+# `open` and `os.mkdir` would have given them.
+_UMASK = _read_umask()
+
+
 def save(train_dir, step, model, optimizer, state):
     """Write checkpoint `step` into `train_dir` atomically; return its path."""
     final = os.path.join(train_dir, f"ckpt-{step:07d}")
     tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=train_dir)
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         model.save_weights(os.path.join(tmp, "model.weights.h5"))
         with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
@@ -92,6 +105,7 @@ def atomic_path(path):
     root, ext = os.path.splitext(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=os.path.dirname(path) or ".")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -3,6 +3,7 @@ import dataclasses
 import importlib.util
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +53,14 @@ def test_script_trains_and_writes_everything(tmp_path, script):
         assert width >= 2 * 180 and height >= 180
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
     assert "Traceback" not in out.stderr and "I0000" not in out.stderr
+    # written atomically through temporary files, yet with the modes the umask gives (the run
+    # inherits this process's umask), not tempfile's private ones
+    def mode(*path):
+        return stat.S_IMODE(os.stat(tmp_path.joinpath(*path)).st_mode)
+
+    assert mode("ckpt-0000003") == 0o777 & ~checkpoint._UMASK
+    for path in (("ckpt-0000003", "state.json"), ("videos", "latest.mp4")):
+        assert mode(*path) == 0o666 & ~checkpoint._UMASK, path
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
