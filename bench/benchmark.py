@@ -1,10 +1,12 @@
 """Speed benchmark: simulator, training steps and their parts, our cell vs ConvLSTM2D, memory.
 
-Prints a table and writes bench/results/<backend>.json. Every comparison runs in this process,
-on this machine, with the same settings. Run on an otherwise idle machine:
+Prints a table, writes bench/results/<backend>.json and ends with issue #5's targets, each
+judged against the figures just measured. Every comparison runs in this process, on this
+machine, with the same settings. Run on an otherwise idle machine:
 
     python bench/benchmark.py                    # TensorFlow (default)
     KERAS_BACKEND=jax python bench/benchmark.py
+    python bench/benchmark.py --report bench/results/tensorflow.json   # a saved run's table
 """
 
 import argparse
@@ -487,7 +489,7 @@ def _print(report):
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
     rows = targets(report)
     if rows:
-        print(f"issue #5's targets ({report['backend']}, medians):")
+        print(f"issue #5's targets ({report['backend']}, {report.get('machine', '?')}; medians):")
         for figure, target, measured, verdict in rows:
             print(f"  {figure:44s} {target:27s} {measured:47s} {verdict}")
 
