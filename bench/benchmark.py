@@ -1,7 +1,7 @@
 """Speed benchmark: simulator, training steps and their parts, our cell vs ConvLSTM2D, memory.
 
-Prints a table, writes bench/results/<backend>.json and ends with issue #5's targets, each
-judged against the figures just measured. Every comparison runs in this process, on this
+Prints a table, writes bench/results/<backend>.json and ends with the project's speed targets
+(issue #5), each judged against the figures just measured. Every comparison runs in this process, on this
 machine, with the same settings. Run on an otherwise idle machine:
 
     python bench/benchmark.py                    # TensorFlow (default)
@@ -364,7 +364,7 @@ def main(argv=None):
                              f"after {MIN_REPEATS} repeats at least (0: no limit)")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/<backend>.json)")
     parser.add_argument("--report", metavar="JSON", default=None,
-                        help="measure nothing: print the figures and issue #5's targets of a "
+                        help="measure nothing: print the figures and speed targets of a "
                              "results file this script wrote")
     parser.add_argument("--allocator_rounds", type=int, default=3,
                         help="processes per allocator in the allocator comparison")
@@ -489,7 +489,8 @@ def _print(report):
         print(f"cell training step {k[:-3]}: median {v['median']:.2f} ms")
     rows = targets(report)
     if rows:
-        print(f"issue #5's targets ({report['backend']}, {report.get('machine', '?')}; medians):")
+        print(f"speed targets, issue #5 ({report['backend']}, {report.get('machine', '?')}; "
+              "medians):")
         for figure, target, measured, verdict in rows:
             print(f"  {figure:44s} {target:27s} {measured:47s} {verdict}")
 

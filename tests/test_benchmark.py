@@ -184,3 +184,16 @@ def test_report_prints_a_results_file_and_rejects_others(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and error in result.stderr.splitlines()[-1]
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_readme_shows_the_committed_runs_targets(backend):
+    """The README's targets are what `--report` prints for the committed results, to the digit."""
+    with open("README.md") as f:
+        readme = f.read()
+    out = subprocess.run(
+        [sys.executable, "bench/benchmark.py", "--report", f"bench/results/{backend}.json"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout
+    targets = out[out.index("speed targets, issue #5"):]
+    assert targets.count("\n") >= 5 and targets in readme
