@@ -108,7 +108,8 @@ def test_timed_alternately_stops_at_its_time_limit():
     timed = stats["slow"]["repeats"]
     assert benchmark.MIN_REPEATS <= timed <= 8 and stats["fast"]["repeats"] == timed
     # slow's second warm-up call took over a twentieth of the limit: two warm-up calls only
-    assert calls == {"slow": 2 + timed, "fast": 3 + timed}
+    # (fast gets three, or two if a loaded machine stalls its second call for over 10 ms)
+    assert calls["slow"] == 2 + timed and calls["fast"] - timed in (3, 2)
     assert stats["slow"]["min"] >= 50
     # no limit: every repeat, three warm-up calls each
     calls.update(slow=0, fast=0)
