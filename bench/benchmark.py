@@ -1,8 +1,8 @@
 """Speed benchmark: simulator, training steps and their parts, our cell vs ConvLSTM2D, memory.
 
 Prints a table, writes bench/results/<backend>.json and ends with the project's speed targets
-(issue #5), each judged against the figures just measured. Every comparison runs in this process, on this
-machine, with the same settings. Run on an otherwise idle machine:
+(issue #5), each judged against the figures just measured. Every comparison runs in this
+process, on this machine, with the same settings. Run on an otherwise idle machine:
 
     python bench/benchmark.py                    # TensorFlow (default)
     KERAS_BACKEND=jax python bench/benchmark.py
@@ -270,12 +270,9 @@ def bench_cells(repeats, sizes, gates=False, max_seconds=None):
         return keras.layers.RNN(ConvLSTMCell(filters, 3, **cell_options), return_sequences=True)
 
     def traced_with_xla_gradients(step):
-        """`step`, traced now with `OWN_GRADIENTS_ON_JAX_CPU` off."""
-        conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = False
-        try:
+        """`step`, traced now with XLA's own convolution gradients."""
+        with conv_lstm_cell.xla_gradients_on_jax_cpu():
             step()
-        finally:
-            conv_lstm_cell.OWN_GRADIENTS_ON_JAX_CPU = True
         return step
 
     results = {}
@@ -507,7 +504,7 @@ def targets(report):
     `(figure, target, measured, verdict)`, for the figures the report has. Verdicts: "met",
     "not met", or for a training step over its target but under its "not acceptable" line,
     "acceptable". Medians throughout."""
-    models = [(name, report.get(name, {})) for name in ("conv_lstm", "conv")]
+    models = [(name, report.get(name, {})) for name in NAMES]
     return [
         *_simulator_target(report.get("simulator")),
         *[row for name, figures in models for row in _step_targets(name, figures)],

@@ -1,5 +1,6 @@
 """A convolutional LSTM cell with a concatenated state, on the Keras 3 RNN cell API."""
 
+import contextlib
 import functools
 
 import keras
@@ -174,8 +175,20 @@ class ConvLSTMCell(keras.layers.Layer):
 
 
 # Whether `_conv` uses `_conv_gradients` on JAX's CPU backend; read when a step is traced
-# (`bench/benchmark.py` turns it off to time XLA's own gradients beside ours).
+# (`xla_gradients_on_jax_cpu` turns it off for a comparison).
 OWN_GRADIENTS_ON_JAX_CPU = True
+
+
+@contextlib.contextmanager
+def xla_gradients_on_jax_cpu():
+    """Within it, `_conv` keeps XLA's own convolution gradients on JAX's CPU backend: a step
+    traced inside computes them, so the benchmark and the tests can compare them with ours."""
+    global OWN_GRADIENTS_ON_JAX_CPU
+    saved, OWN_GRADIENTS_ON_JAX_CPU = OWN_GRADIENTS_ON_JAX_CPU, False
+    try:
+        yield
+    finally:
+        OWN_GRADIENTS_ON_JAX_CPU = saved
 
 
 def _conv(inputs, kernel):

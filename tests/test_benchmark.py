@@ -169,11 +169,16 @@ def test_targets_judge_each_figure():
     }
 
 
+def _reported(path):
+    """`bench/benchmark.py --report path`, run."""
+    return subprocess.run([sys.executable, "bench/benchmark.py", "--report", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_report_prints_a_results_file_and_rejects_others(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_report(cell32=(320, 310))))
-    result = subprocess.run([sys.executable, "bench/benchmark.py", "--report", str(path)],
-                            capture_output=True, text=True, timeout=120)
+    result = _reported(path)
     assert result.returncode == 0, result.stderr
     cell_row = [line for line in result.stdout.splitlines() if "32 filters on 32x32" in line]
     assert cell_row == [cell_row[0]] and "(+3.2 %)" in cell_row[0]
@@ -181,8 +186,7 @@ def test_report_prints_a_results_file_and_rejects_others(tmp_path):
     for content, error in (("{", "is not JSON"), ('{"x": 1}', "is not a results file"),
                            ('{"backend": "jax", "simulator": 3}', "is not a results file")):
         path.write_text(content)
-        result = subprocess.run([sys.executable, "bench/benchmark.py", "--report", str(path)],
-                                capture_output=True, text=True, timeout=120)
+        result = _reported(path)
         assert result.returncode == 2 and error in result.stderr.splitlines()[-1]
         assert "Traceback" not in result.stderr
 
@@ -192,9 +196,8 @@ def test_readme_shows_the_committed_runs_targets(backend):
     """The README's targets are what `--report` prints for the committed results, to the digit."""
     with open("README.md") as f:
         readme = f.read()
-    out = subprocess.run(
-        [sys.executable, "bench/benchmark.py", "--report", f"bench/results/{backend}.json"],
-        check=True, capture_output=True, text=True, timeout=120,
-    ).stdout
+    result = _reported(f"bench/results/{backend}.json")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     targets = out[out.index("speed targets, issue #5"):]
     assert targets.count("\n") >= 5 and targets in readme

@@ -204,9 +204,8 @@ for gate_convs in ("fused", "per_gate"):
     keras.utils.set_random_seed(1)
     ours3 = jax.tree_util.tree_leaves(rnn_grads(gate_convs))
     keras.utils.set_random_seed(1)
-    cell_module.OWN_GRADIENTS_ON_JAX_CPU = False  # JAX's own convolution gradients
-    theirs3 = jax.tree_util.tree_leaves(rnn_grads(gate_convs))
-    cell_module.OWN_GRADIENTS_ON_JAX_CPU = True
+    with cell_module.xla_gradients_on_jax_cpu():  # JAX's own convolution gradients
+        theirs3 = jax.tree_util.tree_leaves(rnn_grads(gate_convs))
     print("rnn_grads_" + gate_convs, max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(ours3, theirs3)))
 print("own_gradients_traced", *traced)  # ours, JAX's; per gate: ours, JAX's
 keras.utils.set_random_seed(0)
