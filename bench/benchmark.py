@@ -236,8 +236,9 @@ def _stats(ms):
 
 
 def bench_cells(repeats, sizes, gates=False, max_seconds=None):
-    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D (on JAX's
-    CPU also our cell with XLA's own convolution gradients), or with `gates`, our cell's two ways
+    """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D, and our
+    cell with `state_is_tuple=True` (on JAX's CPU also our cell with XLA's own convolution
+    gradients), or with `gates`, our cell's two ways
     of computing its gates against each other; each size's comparison within `max_seconds` (see
     `timed_alternately`)."""
     import keras
@@ -290,6 +291,7 @@ def bench_cells(repeats, sizes, gates=False, max_seconds=None):
                 "keras_ConvLSTM2D": step_of(
                     keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True), x
                 ),
+                "ours_tuple_state": step_of(ours(filters, state_is_tuple=True), x),
             }
             if conv_lstm_cell._jax_on_cpu():
                 steps["ours_xla_conv_gradients"] = traced_with_xla_gradients(
@@ -489,7 +491,7 @@ def _print(report):
         print(f"speed targets, issue #5 ({report['backend']}, {report.get('machine', '?')}; "
               "medians):")
         for figure, target, measured, verdict in rows:
-            print(f"  {figure:44s} {target:27s} {measured:47s} {verdict}")
+            print(f"  {figure:50s} {target:27s} {measured:47s} {verdict}")
 
 
 # The 2016 original on this machine kind (../shared/REFERENCE.md, "Measured here").
@@ -542,15 +544,18 @@ def _step_targets(name, figures):
 
 
 def _cell_targets(cells):
+    """Our cell (the default, concatenated state) against `ConvLSTM2D`; then, as a row of its
+    own, the same comparison for the option `state_is_tuple=True` where the report has it."""
     rows = []
-    for filters, size in ((4, 8), (32, 32)):
-        ours, theirs = (cells.get(f"{who}_f{filters}_{size}x{size}_ms")
-                        for who in ("ours", "keras_ConvLSTM2D"))
-        if ours and theirs:
-            ours, theirs = ours["median"], theirs["median"]
-            rows.append((f"our cell vs ConvLSTM2D, {filters} filters on {size}x{size}",
-                         "ours no slower", f"{ours:,.1f} vs {theirs:,.1f} ms "
-                         f"({100 * (ours / theirs - 1):+.1f} %)", _verdict(ours <= theirs)))
+    for who, label in (("ours", "our cell"), ("ours_tuple_state", "state_is_tuple")):
+        for filters, size in ((4, 8), (32, 32)):
+            ours, theirs = (cells.get(f"{name}_f{filters}_{size}x{size}_ms")
+                            for name in (who, "keras_ConvLSTM2D"))
+            if ours and theirs:
+                ours, theirs = ours["median"], theirs["median"]
+                rows.append((f"{label} vs ConvLSTM2D, {filters} filters on {size}x{size}",
+                             "ours no slower", f"{ours:,.1f} vs {theirs:,.1f} ms "
+                             f"({100 * (ours / theirs - 1):+.1f} %)", _verdict(ours <= theirs)))
     return rows
 
 

@@ -25,8 +25,10 @@ def to_keras_conv_lstm(kernel, bias, channels, filters, forget_bias):
     return [reorder(kernel[:, :, :channels]), reorder(kernel[:, :, channels:]), reorder(bias)]
 
 
-def random_cell_and_peer(rng, channels, filters, kernel_size, height, width, gate_convs="auto"):
-    cell = ConvLSTMCell(filters, kernel_size, forget_bias=1.0, gate_convs=gate_convs)
+def random_cell_and_peer(rng, channels, filters, kernel_size, height, width, gate_convs="auto",
+                         state_is_tuple=False):
+    cell = ConvLSTMCell(filters, kernel_size, forget_bias=1.0, gate_convs=gate_convs,
+                        state_is_tuple=state_is_tuple)
     cell.build((None, height, width, channels))
     kernel = rng.normal(0, 0.3, cell.kernel.shape).astype("float32")
     bias = rng.normal(0, 0.3, cell.bias.shape).astype("float32")
@@ -77,6 +79,50 @@ def test_gate_convs_same_gradients(channels, filters, kernel_size, height, width
         grads[gate_convs] = tape.gradient(loss, [cell.kernel, cell.bias, x])
     for fused, per_gate in zip(grads["fused"], grads["per_gate"]):
         np.testing.assert_allclose(per_gate, fused, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("gate_convs", ["fused", "per_gate"])
+def test_tuple_state_computes_the_same(gate_convs):
+    """`state_is_tuple=True`: the same outputs, the concatenated state's two halves as its two
+    states, and the same gradients for the kernel, the bias, the inputs and the initial state."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(0, 1, (2, 5, 6, 7, 3)).astype("float32"))
+    c0, h0 = (tf.constant(rng.normal(0, 1, (2, 6, 7, 4)).astype("float32")) for _ in "ch")
+    results = {}
+    for state_is_tuple in (False, True):
+        cell, peer = random_cell_and_peer(np.random.default_rng(5), 3, 4, 3, 6, 7, gate_convs,
+                                          state_is_tuple)
+        layer = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+        with tf.GradientTape() as tape:
+            tape.watch([x, c0, h0])
+            initial = [c0, h0] if state_is_tuple else [tf.concat([c0, h0], axis=-1)]
+            outputs, *states = layer(x, initial_state=initial)
+            loss = tf.reduce_sum(outputs ** 2) + sum(tf.reduce_sum(s ** 3) for s in states)
+        grads = tape.gradient(loss, [cell.kernel, cell.bias, x, c0, h0])
+        results[state_is_tuple] = outputs, states, grads
+    (out, [state], grads), (out_t, states_t, grads_t) = results[False], results[True]
+    assert len(states_t) == 2 and tuple(states_t[0].shape) == (2, 6, 7, 4)
+    np.testing.assert_allclose(out_t, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(states_t, axis=-1), state, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(grads_t, grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    theirs, h, c = peer(x, initial_state=[h0, c0])  # and keras.layers.ConvLSTM2D's ([h, c])
+    np.testing.assert_allclose(out_t, theirs, atol=1e-5)
+    np.testing.assert_allclose(states_t[0], c, atol=1e-5)
+    np.testing.assert_allclose(states_t[1], h, atol=1e-5)
+
+
+def test_tuple_state_shapes_and_functional_use():
+    cell = ConvLSTMCell(4, 3, state_is_tuple=True)
+    inputs = keras.Input((5, 8, 6, 3))
+    outputs = ConvRNN(cell, return_state=True)(inputs)
+    model = keras.Model(inputs, outputs)
+    assert model.output_shape == [(None, 8, 6, 4)] * 3  # h, and the state [c, h]
+    assert [tuple(s.shape) for s in cell.get_initial_state(2)] == [(2, 8, 6, 4)] * 2
+    out, c, h = model(np.random.default_rng(0).random((2, 5, 8, 6, 3), dtype=np.float32))
+    np.testing.assert_array_equal(out, h)
 
 
 @pytest.mark.parametrize("height,width", [(7, 6), (16, 17)])  # both ways to the kernel's
@@ -144,10 +190,11 @@ def test_auto_gate_convs_by_size():
 
 def test_config_round_trip():
     cell = ConvLSTMCell(6, (3, 1), forget_bias=0.5, activation="relu", name="c",
-                        gate_convs="per_gate")
+                        gate_convs="per_gate", state_is_tuple=True)
     clone = ConvLSTMCell.from_config(json.loads(json.dumps(cell.get_config())))
     assert clone.get_config() == cell.get_config()
-    assert clone.gate_convs == "per_gate"
+    assert clone.gate_convs == "per_gate" and clone.state_is_tuple is True
+    assert ConvLSTMCell(6, 3).state_is_tuple is False  # the original's concatenated state
     assert (clone.filters, clone.kernel_size, clone.forget_bias) == (6, (3, 1), 0.5)
 
 
@@ -178,6 +225,12 @@ x = rng.normal(0, 1, (2, 5, 8, 8, 3)).astype("float32")
 ours, state = keras.layers.RNN(cell, return_sequences=True, return_state=True)(x)
 theirs, h, c = peer(x)
 print("cell", float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs)))))
+tuple_cell = ConvLSTMCell(4, 3, state_is_tuple=True)
+tuple_cell.build((None, 8, 8, 3))
+tuple_cell.set_weights(cell.get_weights())
+tuple_results = keras.layers.RNN(tuple_cell, return_sequences=True, return_state=True)(x)
+print("tuple_state", max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                         for a, b in zip(tuple_results, (theirs, c, h))))
 import jax
 from model.conv_lstm_cell import _jax_cpu_conv
 same = lambda a, b: keras.ops.conv(a, b, padding="same")
@@ -234,6 +287,7 @@ def test_cell_and_network_on_jax():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
     assert float(lines["cell"]) < 1e-5
+    assert float(lines["tuple_state"]) < 1e-5  # output and [c, h] as ConvLSTM2D's
     assert float(lines["conv_grads"]) < 1e-4  # our convolution gradients are JAX's own
     assert float(lines["rnn_grads_fused"]) < 1e-5  # and so are the cell's, through the RNN
     assert float(lines["rnn_grads_per_gate"]) < 1e-5
