@@ -198,14 +198,17 @@ def test_config_round_trip():
     assert (clone.filters, clone.kernel_size, clone.forget_bias) == (6, (3, 1), 0.5)
 
 
-def test_keras_file_round_trip(tmp_path):
+@pytest.mark.parametrize("state_is_tuple", [False, True])
+def test_keras_file_round_trip(tmp_path, state_is_tuple):
     inputs = keras.Input((4, 8, 8, 3))
-    outputs = ConvRNN(ConvLSTMCell(4, 3), return_sequences=True)(inputs)
+    cell = ConvLSTMCell(4, 3, state_is_tuple=state_is_tuple)
+    outputs = ConvRNN(cell, return_sequences=True)(inputs)
     model = keras.Model(inputs, outputs)
     assert model.output_shape == (None, 4, 8, 8, 4)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
+    assert loaded.layers[-1].cell.state_is_tuple is state_is_tuple
     x = np.random.default_rng(0).random((2, 4, 8, 8, 3), dtype=np.float32)
     np.testing.assert_array_equal(model(x), loaded(x))
 
