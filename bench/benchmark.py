@@ -238,9 +238,8 @@ def _stats(ms):
 def bench_cells(repeats, sizes, gates=False, max_seconds=None):
     """Training step of one recurrent layer: our cell in keras.layers.RNN vs ConvLSTM2D, and our
     cell with `state_is_tuple=True` (on JAX's CPU also our cell with XLA's own convolution
-    gradients), or with `gates`, our cell's two ways
-    of computing its gates against each other; each size's comparison within `max_seconds` (see
-    `timed_alternately`)."""
+    gradients), or with `gates`, our cell's two ways of computing its gates against each other;
+    each size's comparison within `max_seconds` (see `timed_alternately`)."""
     import keras
 
     from model import conv_lstm_cell

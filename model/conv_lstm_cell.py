@@ -172,8 +172,8 @@ class ConvLSTMCell(keras.layers.Layer):
 
     def get_initial_state(self, batch_size=None):
         if self.state_is_tuple:
-            shape = (batch_size, *self.spatial_shape, self.filters)
-            return [ops.zeros(shape, dtype=self.compute_dtype) for _ in "ch"]
+            zeros = ops.zeros((batch_size, *self.spatial_shape, self.filters), self.compute_dtype)
+            return [zeros, zeros]  # c, h
         shape = (batch_size, *self.spatial_shape, 2 * self.filters)
         return [ops.zeros(shape, dtype=self.compute_dtype)]
 
