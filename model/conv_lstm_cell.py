@@ -37,7 +37,7 @@ class ConvLSTMCell(keras.layers.Layer):
     TensorFlow's old `BasicLSTMCell` with `state_is_tuple=False`; with
     `state_is_tuple=True` it is the two tensors `[c, h]` instead (the same
     numbers, without copying the state apart and together at every step: a
-    training step 3.5-4.7 % faster at 32 filters on 32x32 on TensorFlow, 2.8 %
+    training step 3.5-4.7 % faster at 32 filters on 32x32 on TensorFlow, 2.7 %
     on JAX; see the README's cell table).
     The output is `h_t`. `forget_bias` is added at every step; it is not an
     initialiser.
