@@ -1,13 +1,19 @@
 """The bouncing-ball predictors: a conv encoder, an optional ConvLSTM core, a deconv decoder.
 
-Frames are `(32, 32, 3)` floats in [0, 1]. Both predictors step one frame at a
-time and feed their own predictions back after `context` true frames.
+Frames are `(32, 32, 3)` floats in [0, 1]. Both predictors step one frame at a time and feed
+their own predictions back after `context` true frames. The layer table:
+
+    encoder  conv 3x3 /2 -> 8   conv 3x3 /1 -> 8   conv 3x3 /2 -> 8   conv 1x1 -> 4     (8x8x4)
+    core     ConvLSTM 3x3, 4 filters at 8x8 (ConvLSTM model only)
+    decoder  deconv 1x1 -> 8   deconv 3x3 /2 -> 8   deconv 3x3 /1 -> 8   deconv 3x3 /2 -> 3
+
+ELU after every layer but the last; every weight starts truncated-normal (stddev 0.01),
+every bias at 0.01.
 """
 
 import keras
 from keras import layers, ops
 
-from model import kernel_grads
 from model.conv_lstm_cell import ConvLSTMCell
 
 CODE_CHANNELS = 4  # channels of the 8x8 code between encoder and decoder
@@ -21,92 +27,11 @@ def _conv_kwargs():
     )
 
 
-def _pointwise(layer, inputs):
-    """Whether `layer` is a 1x1, stride-1, channels-last convolution of `inputs` with static
-    spatial sizes: one that a matrix product computes."""
-    return (
-        layer.kernel_size == (1, 1)
-        and layer.strides == (1, 1)
-        and layer.dilation_rate == (1, 1)
-        and layer.data_format == "channels_last"
-        and getattr(layer, "groups", 1) == 1
-        and None not in inputs.shape[1:]
-    )
-
-
-def _pointwise_call(layer, inputs, matrix):
-    """`layer`'s output where its kernel is the `(C_in, C_out)` `matrix`: one 2-D matrix product
-    over the channels, bias and activation applied before the reshape back (where TensorFlow can
-    fuse them into the product)."""
-    outputs = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), matrix)
-    if layer.use_bias:
-        outputs = outputs + layer.bias
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return ops.reshape(outputs, (-1, *inputs.shape[1:-1], matrix.shape[-1]))
-
-
-def _through_kernel_grads(layer, inputs, fn):
-    """`layer`'s output: `fn(inputs, kernel)`, bias, activation, with the kernel and bias
-    gradients left to `kernel_grads` (which our TensorFlow training step batches over calls)."""
-    channels_last = layer.data_format == "channels_last"
-    bias = layer.bias if layer.use_bias and channels_last else None
-    outputs = kernel_grads.apply(layer.kernel, inputs, fn, bias=bias)
-    if layer.use_bias and not channels_last:  # (C, 1, 1) broadcasts over (B, C, H, W)
-        outputs = outputs + ops.reshape(layer.bias, (-1, *[1] * (len(outputs.shape) - 2)))
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return outputs
-
-
-# The two classes below keep Keras's class names on purpose: Keras files weights under the
-# snake-cased class name, so checkpoints written with Keras's own layers still load.
-
-
-@keras.saving.register_keras_serializable(package="conv_lstm")
-class Conv2D(layers.Conv2D):
-    """`keras.layers.Conv2D`, with a 1x1 stride-1 convolution computed as a matrix product over
-    the channels: the same sums, and on TensorFlow's CPU kernels a fraction of the fixed cost of
-    a small convolution (measured: about 1 ms of a 9-10 ms conv training step). Other
-    convolutions go through `kernel_grads.apply`, so our TensorFlow training step computes their
-    kernel and bias gradients in one op each over all calls."""
-
-    def call(self, inputs):
-        if _pointwise(self, inputs):
-            return _pointwise_call(self, inputs, ops.reshape(self.kernel, self.kernel.shape[2:]))
-        return _through_kernel_grads(self, inputs, super().convolution_op)
-
-
-@keras.saving.register_keras_serializable(package="conv_lstm")
-class Conv2DTranspose(layers.Conv2DTranspose):
-    """`keras.layers.Conv2DTranspose`, with a 1x1 stride-1 one computed as a matrix product and
-    the others through `kernel_grads.apply`, as `Conv2D` above (its kernel is
-    `(1, 1, filters, C_in)`, hence the transpose)."""
-
-    def call(self, inputs):
-        if _pointwise(self, inputs) and self.output_padding is None:
-            matrix = ops.transpose(ops.reshape(self.kernel, self.kernel.shape[2:]))
-            return _pointwise_call(self, inputs, matrix)
-        return _through_kernel_grads(self, inputs, self._transpose)
-
-    def _transpose(self, inputs, kernel):
-        """Keras's transposed convolution, before its bias and activation."""
-        return ops.conv_transpose(
-            inputs,
-            kernel,
-            strides=list(self.strides),
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-
-
 def encoder():
     """`(B, 32, 32, 3) -> (B, 8, 8, 4)`: four convs, ELU after each."""
-    spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]
+    spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]  # kernel, stride, filters
     return keras.Sequential(
-        [Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
+        [layers.Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
         name="encoder",
     )
 
@@ -115,28 +40,10 @@ def decoder():
     """`(B, 8, 8, C) -> (B, 32, 32, 3)`: four transposed convs, ELU after all but the last."""
     spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, 3, None)]
     return keras.Sequential(
-        [Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs()) for k, s, f, a in spec],
+        [layers.Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs())
+         for k, s, f, a in spec],
         name="decoder",
     )
-
-
-class InputDropout(layers.Layer):
-    """Inverted dropout, as `keras.layers.Dropout`: in training, zero each value with
-    probability `rate` and scale the rest by `1 / (1 - rate)`. Written as a multiply by the
-    0/1 mask, which TensorFlow runs faster on the 245,760 input values of a ConvLSTM step
-    than Keras's select (see `bench/benchmark.py`)."""
-
-    def __init__(self, rate, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = float(rate)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training=False):
-        if not training or self.rate == 0.0:
-            return inputs
-        noise = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
-        keep = ops.cast(noise >= self.rate, inputs.dtype)
-        return inputs * keep * (1.0 / (1.0 - self.rate))
 
 
 class Predictor(keras.Model):
@@ -155,56 +62,44 @@ class Predictor(keras.Model):
         self.keep_prob = keep_prob
         self.encoder = encoder()
         self.decoder = decoder()
-        self.dropout = InputDropout(1.0 - keep_prob) if keep_prob < 1.0 else None
+        self.dropout = layers.Dropout(1.0 - keep_prob)
 
     def call(self, clip, training=False):
-        """`(B, T, 32, 32, 3) -> (B, T - first_scored, 32, 32, 3)`: the frames the loss scores."""
-        return ops.stack(self._scored(clip, training), axis=1)
+        """`(B, T, 32, 32, 3) -> (B, T - first_scored(), 32, 32, 3)`: the frames the loss
+        scores. The first `context` frames of `clip` go in (with dropout when training)."""
+        frames = self.dropout(clip[:, : self.context], training=training)
+        predictions = self.rollout(frames, clip.shape[1] - self.context)
+        return predictions[:, self.scored_offset :]
 
     def training_loss(self, clip, training=True):
-        """The original's loss on a clip `(B, T, 32, 32, 3)`: `l2_loss(self(clip), clip[:, first:])`,
-        summed frame by frame (the same number; its gradient skips a stack and a broadcast)."""
-        targets = ops.unstack(clip[:, self.first_scored() :], axis=1)
-        return sum(l2_loss(p, t) for p, t in zip(self._scored(clip, training), targets))
-
-    def _scored(self, clip, training):
-        frames = clip[:, : self.context]
-        if self.dropout is not None:
-            frames = self.dropout(frames, training=training)
-        horizon = clip.shape[1] - self.context
-        return self._predict(frames, horizon)[self.scored_offset :]
+        """The original's loss on a clip `(B, T, 32, 32, 3)`."""
+        return l2_loss(self(clip, training=training), clip[:, self.first_scored() :])
 
     def first_scored(self):
         """Index of the first frame of a clip that `call`'s output predicts."""
         return self.context + self.scored_offset
 
     def rollout(self, frames, horizon):
-        """Context `(B, K, 32, 32, 3)` in, predictions of frames `K .. K + horizon - 1` out.
-
-        The K context frames go through the encoder as one batch; the predictions the
-        network would make from the first K - 1 of them are never used, so they are not decoded.
-        """
-        return ops.stack(self._predict(frames, horizon), axis=1)
-
-    def _predict(self, frames, horizon):
-        """`rollout` as a list of `horizon` frames `(B, 32, 32, 3)`. Lists and `unstack` rather
-        than slices: the gradient of a slice is a padded copy, which costs more here."""
+        """Context `(B, K, 32, 32, 3)` in, predictions of frames `K .. K + horizon - 1` out,
+        `(B, horizon, 32, 32, 3)`. The K context frames go through the encoder as one batch."""
         batch, context = ops.shape(frames)[0], frames.shape[1]
         codes = self.encoder(ops.reshape(frames, (-1, *frames.shape[2:])))
-        codes = ops.unstack(ops.reshape(codes, (batch, context, *codes.shape[1:])), axis=1)
+        codes = ops.reshape(codes, (batch, context, *codes.shape[1:]))  # (B, K, 8, 8, 4)
         state = self.initial_state(batch)
-        for code in codes[:-1]:
-            state = self.core(code, state)[1]
-        code, state = self.core(codes[-1], state)
+        for t in range(context):
+            code, state = self.core(codes[:, t], state)
         predictions = [self.decoder(code)]
         for _ in range(horizon - 1):
             code, state = self.core(self.encoder(predictions[-1]), state)
             predictions.append(self.decoder(code))
-        return predictions
+        return ops.stack(predictions, axis=1)
 
 
 class ConvLSTMPredictor(Predictor):
-    """Encoder, a 3x3 ConvLSTM cell with 4 filters at 8x8, decoder ("5 frames in, 4 out")."""
+    """Encoder, a 3x3 ConvLSTM cell with 4 filters at 8x8, decoder ("5 frames in, 4 out").
+
+    The cell's kernel starts as the 2016 code's did: TensorFlow 0.x's default, uniform in
+    +-sqrt(3 / fan_in), its bias at 0."""
 
     scored_offset = 1  # the prediction of frame `context` is fed back but not scored
 
@@ -213,7 +108,7 @@ class ConvLSTMPredictor(Predictor):
         self.cell = ConvLSTMCell(
             CODE_CHANNELS,
             3,
-            kernel_initializer=keras.initializers.RandomUniform(-0.01, 0.1),
+            kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"),
             name="conv_lstm_cell",
         )
 

@@ -1,4 +1,4 @@
-"""Process start-up for our scripts: a quiet TensorFlow and the thread settings we measured."""
+"""Process start-up for our scripts: a quiet TensorFlow and the thread setting we measured."""
 
 import contextlib
 import os
@@ -20,59 +20,28 @@ def _stderr_silenced():
         os.close(devnull)
 
 
-# Imported by TensorFlow at start-up only because they are installed (JAX by its lite converter,
-# matplotlib by Keras's plotting helpers); our TensorFlow runs never use them. Hiding them while
-# TensorFlow loads saves about 130 MB of resident memory (see `bench/benchmark.py`).
-_UNUSED_BY_TENSORFLOW = ("jax", "matplotlib")
+def setup():
+    """Import Keras and its backend quietly, before any model is built.
 
-
-@contextlib.contextmanager
-def _hidden(names):
-    """Make `import name` fail, for those of `names` not imported yet, until the block ends."""
-    hidden = [name for name in names if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None
-    try:
-        yield
-    finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
-def setup(intra_op_threads=1):
-    """Import Keras, its backend and TensorFlow quietly, before any model is built.
-
-    On TensorFlow, `intra_op_threads=1` runs each small op on one thread and lets
-    independent ops run side by side (see `train_step.default_chains`); for these 8x8..32x32
-    convolutions on a 2-core CPU it is faster than splitting ops (see `bench/benchmark.py`).
-    """
+    On TensorFlow on a CPU of at most 2 cores, each op runs on one thread and independent ops
+    run side by side (`train_step.default_chains`): for these 8x8..32x32 convolutions that is
+    faster than splitting each op over both cores (`bench/benchmark.py --chains 1` shows the
+    one-chain step)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    unused = _UNUSED_BY_TENSORFLOW if os.environ["KERAS_BACKEND"] == "tensorflow" else ()
-    with _stderr_silenced(), _hidden(unused):
+    with _stderr_silenced():
         import keras
 
-        if keras.backend.backend() == "tensorflow":  # a JAX run never loads TensorFlow
+        from model.train_step import small_cpu
+
+        if small_cpu():
+            import tensorflow as tf
+
+            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+                tf.config.threading.set_intra_op_parallelism_threads(1)
+        if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             tf.get_logger().setLevel("ERROR")
-            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
-                tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
             tf.constant(0)  # start the runtime now, while its log lines go nowhere
-        if keras.backend.backend() == "jax":
-            import jax
-
-            jax.numpy.zeros(())
     return keras
-
-
-def set_random_seed(seed):
-    """`keras.utils.set_random_seed(seed)`. On a backend other than TensorFlow, Keras would
-    import TensorFlow (where installed) only to seed it: about 450 MB a JAX run never uses, so
-    TensorFlow is hidden from it then (Keras remembers it as unavailable)."""
-    import keras
-
-    hidden = () if keras.backend.backend() == "tensorflow" else ("tensorflow",)
-    with _hidden(hidden):
-        keras.utils.set_random_seed(seed)

@@ -127,14 +127,15 @@ def _check_writable(train_dir):
 
 def build(config):
     """The predictor and its Adam optimiser, weights initialised from `config.seed`."""
-    from model.networks import ConvLSTMPredictor, ConvPredictor
-    from model.train_step import Adam
+    import keras
 
-    runtime.set_random_seed(config.seed)
+    from model.networks import ConvLSTMPredictor, ConvPredictor
+
+    keras.utils.set_random_seed(config.seed)
     cls = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}[config.model]
     model = cls(context=config.seq_start, keep_prob=config.keep_prob)
     model.build((config.batch_size, config.seq_length, 32, 32, 3))
-    optimizer = Adam(config.lr)
+    optimizer = keras.optimizers.Adam(config.lr, epsilon=1e-8)  # TensorFlow 1's epsilon
     optimizer.build(model.trainable_variables)
     return model, optimizer
 
@@ -149,39 +150,25 @@ def batch_at(config, step):
     )
 
 
-def batches(config, step, chunk=None, adopt=True):
-    """The training clips of steps `step, step + 1, ...` as backend tensors, generated and
-    converted in a background thread `chunk` steps at a time while the caller trains on earlier
-    ones. By default a chunk holds `PREFETCH_SEQUENCES` clips (8 steps at batch 16).
-
-    Chunks, not one batch per step: the data thread then wakes once every `chunk` steps. On a
-    2-core CPU, where the training step keeps both cores busy, a thread waking every step to
-    make 0.4-0.8 ms of data slowed the step by 1-2 ms (`bench/benchmark.py` compares the two).
-    The next chunk is started half way through the current one and each clip is let go once
-    handed out, so at most 1.5 chunks are held (memory: 8 ConvLSTM batches are 16 MB).
-
-    With `adopt` (the default) the backend takes the clips over without a copy where it can
-    (`train_step.to_tensor`); `adopt=False` copies them (the benchmark's comparison)."""
+def batches(config, step):
+    """The training clips of steps `step, step + 1, ...` as backend tensors, made in a
+    background thread `prefetch_steps(config)` steps at a time while the caller trains on
+    earlier ones. Chunks, not one batch per step: a data thread waking every step slowed a
+    2-core step by 1-2 ms, waking once per 8 steps does not (`bench/benchmark.py`)."""
     from keras import ops
 
-    from model.train_step import to_tensor
-
-    chunk = prefetch_steps(config) if chunk is None else int(chunk)
-    convert = to_tensor if adopt else ops.convert_to_tensor
+    chunk = prefetch_steps(config)
 
     def prepare(first):
-        return [convert(batch_at(config, s)) for s in range(first, first + chunk)]
+        return [ops.convert_to_tensor(batch_at(config, s)) for s in range(first, first + chunk)]
 
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(prepare, step)
         while True:
             clips = upcoming.result()
             step += chunk
-            for i in range(chunk):
-                if i == chunk // 2:
-                    upcoming = pool.submit(prepare, step)
-                clip, clips[i] = clips[i], None
-                yield clip
+            upcoming = pool.submit(prepare, step)
+            yield from clips
 
 
 def prefetch_steps(config):
