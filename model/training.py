@@ -109,10 +109,10 @@ def validate(config):
             f"--seq_start must be at least 1 and less than --seq_length "
             f"({config.seq_length}), got {config.seq_start}"
         )
-    if config.num_balls > bouncing_balls.max_balls(bouncing_balls.RADIUS):
+    if config.num_balls > bouncing_balls.max_balls():
         raise UsageError(
-            f"--num_balls {config.num_balls} do not fit in the box "
-            f"(at most {bouncing_balls.max_balls(bouncing_balls.RADIUS)})"
+            f"--num_balls {config.num_balls} do not fit reliably in the box "
+            f"(at most {bouncing_balls.max_balls()})"
         )
     _check_writable(config.train_dir)
 

@@ -1,26 +1,16 @@
-"""Sutskever's bouncing balls, vectorised over the batch, with velocity painted as colour.
+"""Sutskever's bouncing balls, with velocity painted as colour; compiled loops (numba).
 
-Balls of equal mass move in a box of side `BOX`. Each frame records the
-positions and velocities, then takes `SUBSTEPS` sub-steps: move by
-`v / SUBSTEPS`, reflect at the walls, and resolve touching pairs with a 1-D
-elastic collision along the line of centres. Frames are rendered as soft discs;
-green is the ball, red and blue carry `vx + 0.5` and `vy + 0.5`.
-
-Two engines compute the same clips: compiled kernels (`systems/_compiled.py`, used where
-`numba` is installed, about 3x faster) and the NumPy code below, vectorised over the batch,
-which is the reference the kernels are tested against. `engine="numpy"` picks it explicitly.
+Balls of equal mass move in a box of side `BOX`. Each frame records the positions and
+velocities, then takes `SUBSTEPS` sub-steps: move by `v / SUBSTEPS`, reflect at the walls, and
+resolve touching pairs with a 1-D elastic collision along the line of centres. Frames are
+rendered as soft discs `exp(-(d^2 / r^2)^4)`; green is the ball, red and blue carry `vx + 0.5`
+and `vy + 0.5`. `tests/bouncing_balls_numpy.py` is the same in NumPy, the tests' reference.
 """
 
-import math
-import os
-from concurrent.futures import ThreadPoolExecutor
+import functools
 
+import numba
 import numpy as np
-
-try:
-    from systems import _compiled
-except ImportError:  # numba is not installed: the NumPy engine serves
-    _compiled = None
 
 BOX = 10.0  # side of the square box, in world units
 RADIUS = 1.2  # default ball radius
@@ -29,196 +19,195 @@ SPEED = 0.5  # norm of the whole (balls x 2) initial velocity matrix
 LOW = 2.0  # initial positions are drawn uniform in [LOW, BOX)
 GRAVITY = 0.003  # friction option: downward pull on vy per sub-step
 DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
-MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected rows before giving up
-CANDIDATES = 64  # candidate placements drawn per rejected row and round
-PARALLEL_MIN_SEQUENCES = 32  # the numba painter splits larger batches over threads, 32+ each
-ALIGNMENT = 64  # bytes; the numba engine's frames start on such a boundary (see `aligned_zeros`)
-HEX_DENSITY = math.pi / (2 * math.sqrt(3))  # densest packing of equal discs
+MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected sequences before giving up
+CANDIDATES = 64  # candidate placements drawn per rejected sequence and round
+# A ball count is accepted where a random placement is valid often enough that all
+# MAX_PLACEMENT_ROUNDS * CANDIDATES tries fail for fewer than one sequence in e^RELIABLE (1e13).
+RELIABLE = 30
+RATE_SAMPLES = 100_000  # random placements that estimate how often one is valid
+# Beyond d^2 / r^2 = 3.3 the mass exp(-(d^2 / r^2)^4) < exp(-118) is 0 in float32.
+ZERO_MASS_BEYOND = np.float32(3.3)
 
 
-def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None,
-             engine=None):
+def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None):
     """Simulate and render a batch of bouncing-ball clips.
 
     Args:
         batch_size: Number of independent sequences `B`.
         seq_length: Frames per sequence `T`.
         size: Side of the square frame in pixels.
-        num_balls: Balls per sequence.
+        num_balls: Balls per sequence, at most `max_balls(radius)`.
         radius: Ball radius in world units (the box has side 10).
         friction: Add a slight downward pull and a 0.5 % drag per sub-step.
         rng: A `np.random.Generator`, an int seed, or `None` for fresh entropy.
-        engine: "numba", "numpy", or None for numba where it is installed.
 
     Returns:
-        float32 array `(B, T, size, size, 3)` in [0, 1]; from the numba engine, C-contiguous
-        and starting on a 64-byte boundary (which TensorFlow needs to use it without a copy).
+        float32 array `(B, T, size, size, 3)` in [0, 1].
 
     Raises:
         ValueError: the request cannot be met (bad sizes, too many balls).
     """
     _check(batch_size, seq_length, size, num_balls, radius)
-    rng = np.random.default_rng(rng)
-    pos, vel = simulate(batch_size, seq_length, num_balls, radius, friction, rng, engine)
-    return render(pos, vel, size, radius, engine)
+    pos, vel = simulate(batch_size, seq_length, num_balls, radius, friction, rng)
+    return render(pos, vel, size, radius)
 
 
-def simulate(batch_size, seq_length, num_balls=2, radius=RADIUS, friction=False, rng=None,
-             engine=None):
+def simulate(batch_size, seq_length, num_balls=2, radius=RADIUS, friction=False, rng=None):
     """Trajectories only: positions and velocities, each `(B, T, N, 2)` as (x, y)."""
     _check(batch_size, seq_length, 1, num_balls, radius)
     rng = np.random.default_rng(rng)
-    x = _initial_positions(batch_size, num_balls, radius, rng, engine)
+    x = _initial_positions(batch_size, num_balls, radius, rng)
     v = rng.standard_normal((batch_size, num_balls, 2))
     v *= SPEED / np.linalg.norm(v, axis=(1, 2), keepdims=True)
-    return trajectories(x, v, seq_length, radius, friction, engine)
+    return trajectories(x, v, seq_length, radius, friction)
 
 
-def trajectories(x, v, seq_length, radius=RADIUS, friction=False, engine=None):
+def trajectories(x, v, seq_length, radius=RADIUS, friction=False):
     """Positions and velocities `(B, T, N, 2)` from start positions and velocities `(B, N, 2)`."""
     x, v = np.array(x, np.float64), np.array(v, np.float64)
-    if _use_compiled(engine):
-        return _compiled.simulate(x, v, seq_length, SUBSTEPS, BOX, radius, bool(friction),
-                                  GRAVITY, DRAG)
-    pos = np.empty((x.shape[0], seq_length, *x.shape[1:]))
-    vel = np.empty_like(pos)
-    pairs = np.triu_indices(x.shape[1], k=1)
-    for t in range(seq_length):
-        pos[:, t], vel[:, t] = x, v
-        for _ in range(SUBSTEPS):
-            x, v = _substep(x, v, radius, friction, pairs)
-    return pos, vel
+    return _trajectories(x, v, seq_length, radius, bool(friction))
 
 
-def render(pos, vel, size, radius, engine=None):
+def render(pos, vel, size, radius):
     """Paint `(B, T, N, 2)` positions and velocities as `(B, T, size, size, 3)` frames."""
-    centres = (np.arange(size, dtype=np.float32) + 0.5) * (BOX / size)
-    if _use_compiled(engine):
-        return _render_compiled(pos, vel, centres, np.float32(radius**2))
-    p = pos.astype(np.float32)[..., None]
-    dx2 = np.square(centres - p[..., 0, :]) / radius**2  # (B, T, N, W)
-    dy2 = np.square(centres - p[..., 1, :]) / radius**2  # (B, T, N, H)
-    d4 = np.square(dy2[..., :, None] + dx2[..., None, :])  # (B, T, N, H, W)
-    mass = np.exp(-np.square(d4))
-    shade = np.stack([vel[..., 0] + 0.5, np.ones_like(vel[..., 0]), vel[..., 1] + 0.5], -1)
-    frames = np.matmul(  # sum over balls of mass * shade, as (B, T, H * W, N) @ (B, T, N, 3)
-        mass.reshape(*mass.shape[:3], -1).swapaxes(-1, -2), shade.astype(np.float32)
-    ).reshape(*mass.shape[:2], size, size, 3)
+    centres = (np.arange(size, dtype=np.float32) + 0.5) * np.float32(BOX / size)
+    frames = np.zeros((*pos.shape[:2], size, size, 3), np.float32)
+    _paint(pos, vel, centres, np.float32(radius**2), frames)
     return np.clip(frames, 0.0, 1.0, out=frames)
 
 
-def _render_compiled(pos, vel, centres, radius_sq):
-    """The numba painter, on several threads for large batches (the kernel releases the GIL):
-    at batch 16 one thread leaves the other core to the training step; at batch 256 on a GPU
-    machine one thread would leave the GPU waiting."""
-    frames = aligned_zeros((*pos.shape[:2], centres.size, centres.size, 3), np.float32)
-    chunks = min(os.cpu_count() or 1, pos.shape[0] // PARALLEL_MIN_SEQUENCES)
-    if chunks < 2:
-        _compiled.render(pos, vel, centres, radius_sq, frames)
-        return frames
-    bounds = np.linspace(0, pos.shape[0], chunks + 1).astype(int)
-    with ThreadPoolExecutor(chunks) as pool:
-        list(pool.map(lambda a, b: _compiled.render(pos[a:b], vel[a:b], centres, radius_sq,
-                                                    frames[a:b]), bounds[:-1], bounds[1:]))
-    return frames
-
-
-def aligned_zeros(shape, dtype):
-    """`np.zeros(shape, dtype)` whose data starts on an `ALIGNMENT`-byte boundary."""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
-    raw = np.zeros(size + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start : start + size].view(dtype).reshape(shape)
-
-
-def _use_compiled(engine):
-    if engine not in (None, "numba", "numpy"):
-        raise ValueError(f"engine must be 'numba', 'numpy' or None, got {engine!r}")
-    if engine == "numba" and _compiled is None:
-        raise ValueError("engine 'numba' needs the numba package: pip install numba")
-    return engine != "numpy" and _compiled is not None
-
-
-def _substep(x, v, radius, friction, pairs):
-    x = x + v / SUBSTEPS
-    if friction:
-        above_floor = x[..., 1] + radius < BOX
-        v = v * (1.0 - DRAG)
-        v[..., 1] += GRAVITY * above_floor
-    v = np.where(x - radius < 0.0, np.abs(v), v)
-    v = np.where(x + radius > BOX, -np.abs(v), v)
-    return x, _collide(x, v, radius, pairs)
-
-
-def _collide(x, v, radius, pairs):
-    """Equal-mass elastic collisions: approaching touching pairs swap their normal velocities."""
-    for a, b in zip(*pairs):
-        d = x[:, a] - x[:, b]  # (B, 2)
-        dist = np.linalg.norm(d, axis=-1, keepdims=True)
-        n = d / np.maximum(dist, 1e-12)
-        closing = np.sum((v[:, a] - v[:, b]) * n, axis=-1, keepdims=True)
-        hit = (dist < 2 * radius) & (closing < 0)
-        dv = np.where(hit, closing * n, 0.0)
-        v[:, a] -= dv
-        v[:, b] += dv
-    return v
-
-
-def _initial_positions(batch_size, num_balls, radius, rng, engine=None):
-    """Uniform positions in [LOW, BOX), each row's whole set redrawn until no ball touches a wall
-    or another ball. Each round draws `CANDIDATES` sets per unfinished row and keeps the first
-    valid one, which is the same distribution as redrawing one set at a time."""
-    compiled = _use_compiled(engine)
+def _initial_positions(batch_size, num_balls, radius, rng):
+    """Uniform positions in [LOW, BOX), each sequence's whole set redrawn until no ball touches a
+    wall or another ball. Each round draws `CANDIDATES` sets per unfinished sequence and keeps
+    the first valid one, which is the same distribution as redrawing one set at a time."""
     x = np.empty((batch_size, num_balls, 2))
     todo = np.arange(batch_size)
     for _ in range(MAX_PLACEMENT_ROUNDS):
         tries = rng.uniform(LOW, BOX, (todo.size, CANDIDATES, num_balls, 2))
-        if compiled:
-            valid = _compiled.valid_placement(tries, BOX, radius)  # (rows, CANDIDATES)
-        else:
-            valid = _valid_placement(tries, radius)
+        valid = _valid_placement(tries, radius)  # (rows, CANDIDATES)
         found = valid.any(axis=1)
         x[todo[found]] = tries[found, valid[found].argmax(axis=1)]
         todo = todo[~found]
         if todo.size == 0:
             return x
-    raise ValueError(
-        f"could not place {num_balls} balls of radius {radius} without overlap in "
-        f"{MAX_PLACEMENT_ROUNDS * CANDIDATES} tries; use fewer or smaller balls"
-    )
+    raise ValueError(f"could not place {num_balls} balls of radius {radius} without overlap in "
+                     f"{MAX_PLACEMENT_ROUNDS * CANDIDATES} tries")
 
 
-def _valid_placement(x, radius):
-    """`x` is `(..., N, 2)`; True where every ball is inside the box and apart from the others."""
-    inside = np.all((x - radius >= 0) & (x + radius <= BOX), axis=(-2, -1))
-    gaps = np.linalg.norm(x[..., :, None, :] - x[..., None, :, :], axis=-1)
-    gaps += np.eye(x.shape[-2]) * 2 * BOX
-    return inside & np.all(gaps >= 2 * radius, axis=(-2, -1))
-
-
-def max_balls(radius):
-    """An upper bound on how many balls of `radius` can start in the box without overlap.
-
-    Centres lie in `[max(LOW, r), BOX - r]` on each axis, so the discs lie in a square of side
-    `span + 2r`; no packing of equal discs beats the hexagonal density.
-    """
-    span = BOX - radius - max(LOW, radius)
-    if span < 0:
-        return 0
-    return math.floor(HEX_DENSITY * (span + 2 * radius) ** 2 / (math.pi * radius**2))
+@functools.lru_cache
+def max_balls(radius=RADIUS, up_to=None):
+    """The most balls of `radius` that `generate` places reliably (see `RELIABLE`), or `up_to`
+    if that many are. Placements are sampled ball by ball: the sets still valid after `n` balls
+    estimate how often a random set of `n` is valid (fixed seed, so always the same answer)."""
+    rng = np.random.default_rng(0)
+    sets = np.empty((RATE_SAMPLES, 0, 2))
+    while up_to is None or sets.shape[1] < up_to:
+        ball = rng.uniform(LOW, BOX, (len(sets), 1, 2))
+        fits = np.all((ball - radius >= 0) & (ball + radius <= BOX), axis=(1, 2))
+        fits &= np.all(np.linalg.norm(sets - ball, axis=-1) >= 2 * radius, axis=1)
+        if fits.sum() * MAX_PLACEMENT_ROUNDS * CANDIDATES < RELIABLE * RATE_SAMPLES:
+            break
+        sets = np.concatenate([sets, ball], axis=1)[fits]
+    return sets.shape[1]
 
 
 def _check(batch_size, seq_length, size, num_balls, radius):
-    for name, value in (("batch_size", batch_size), ("seq_length", seq_length), ("size", size)):
+    for name, value in (("batch_size", batch_size), ("seq_length", seq_length), ("size", size),
+                        ("num_balls", num_balls)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(num_balls, (int, np.integer)) or num_balls < 1:
-        raise ValueError(f"num_balls must be a positive integer, got {num_balls!r}")
     if not radius > 0:
         raise ValueError(f"radius must be positive, got {radius!r}")
-    if num_balls > max_balls(radius):
-        raise ValueError(
-            f"{num_balls} balls of radius {radius} do not fit in a box of side {BOX:g} "
-            f"(at most {max_balls(radius)})"
-        )
+    fit = max_balls(radius, up_to=num_balls)
+    if fit < num_balls:
+        raise ValueError(f"{num_balls} balls of radius {radius} cannot be placed reliably in a "
+                         f"box of side {BOX:g} (at most {fit})")
+
+
+@numba.njit(cache=True, nogil=True)
+def _trajectories(x, v, seq_length, radius, friction):
+    """`trajectories`, with `x, v` `(B, N, 2)` updated in place; the same float64 operations in
+    the same order as the NumPy reference."""
+    batch, balls = x.shape[0], x.shape[1]
+    pos = np.empty((batch, seq_length, balls, 2))
+    vel = np.empty((batch, seq_length, balls, 2))
+    for b in range(batch):
+        for t in range(seq_length):
+            pos[b, t] = x[b]
+            vel[b, t] = v[b]
+            for _ in range(SUBSTEPS):
+                _substep(x[b], v[b], radius, friction)
+    return pos, vel
+
+
+@numba.njit(cache=True, nogil=True)
+def _substep(x, v, radius, friction):
+    balls = x.shape[0]
+    for i in range(balls):
+        for k in range(2):
+            x[i, k] = x[i, k] + v[i, k] / SUBSTEPS
+        if friction:
+            above_floor = x[i, 1] + radius < BOX
+            for k in range(2):
+                v[i, k] = v[i, k] * (1.0 - DRAG)
+            v[i, 1] += GRAVITY * above_floor
+        for k in range(2):
+            if x[i, k] - radius < 0.0:
+                v[i, k] = abs(v[i, k])
+            if x[i, k] + radius > BOX:
+                v[i, k] = -abs(v[i, k])
+    for a in range(balls):  # equal masses: an approaching touching pair swaps normal velocities
+        for b in range(a + 1, balls):
+            d0, d1 = x[a, 0] - x[b, 0], x[a, 1] - x[b, 1]
+            dist = np.sqrt(d0 * d0 + d1 * d1)
+            n0, n1 = d0 / max(dist, 1e-12), d1 / max(dist, 1e-12)
+            closing = (v[a, 0] - v[b, 0]) * n0 + (v[a, 1] - v[b, 1]) * n1
+            if dist < 2 * radius and closing < 0:
+                v[a, 0] -= closing * n0
+                v[a, 1] -= closing * n1
+                v[b, 0] += closing * n0
+                v[b, 1] += closing * n1
+
+
+@numba.njit(cache=True, nogil=True)
+def _valid_placement(x, radius):
+    """`x` is `(R, C, N, 2)`; True where every ball is inside the box and apart from the others."""
+    rows, candidates, balls = x.shape[0], x.shape[1], x.shape[2]
+    valid = np.ones((rows, candidates), np.bool_)
+    for r in range(rows):
+        for c in range(candidates):
+            p = x[r, c]
+            for i in range(balls):
+                for k in range(2):
+                    valid[r, c] &= (p[i, k] - radius >= 0) & (p[i, k] + radius <= BOX)
+                for j in range(i + 1, balls):
+                    d0, d1 = p[i, 0] - p[j, 0], p[i, 1] - p[j, 1]
+                    valid[r, c] &= np.sqrt(d0 * d0 + d1 * d1) >= 2 * radius
+    return valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint(pos, vel, centres, radius_sq, frames):
+    """Add each ball's soft disc, in float32, to `frames` `(B, T, S, S, 3)`, visiting only the
+    pixels where its mass can be nonzero; `centres` are the pixel centres in world units."""
+    size = centres.shape[0]
+    d2x = np.empty(size, np.float32)
+    for b in range(pos.shape[0]):
+        for t in range(pos.shape[1]):
+            for n in range(pos.shape[2]):
+                px, py = np.float32(pos[b, t, n, 0]), np.float32(pos[b, t, n, 1])
+                red = np.float32(vel[b, t, n, 0] + 0.5)
+                blue = np.float32(vel[b, t, n, 1] + 0.5)
+                for w in range(size):
+                    d2x[w] = (centres[w] - px) * (centres[w] - px) / radius_sq
+                for h in range(size):
+                    d2y = (centres[h] - py) * (centres[h] - py) / radius_sq
+                    if d2y > ZERO_MASS_BEYOND:
+                        continue
+                    for w in range(size):
+                        if d2x[w] <= ZERO_MASS_BEYOND:
+                            d4 = (d2y + d2x[w]) * (d2y + d2x[w])
+                            mass = np.exp(-(d4 * d4))
+                            frames[b, t, h, w, 0] += mass * red
+                            frames[b, t, h, w, 1] += mass
+                            frames[b, t, h, w, 2] += mass * blue
