@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from model import checkpoint
-from model.train_step import dispatching_ahead, losses_of, make_train_step, to_tensor
-from model.training import CONV, UsageError, batch_at, batches, build, parse_flags, train
+from model.train_step import dispatching_ahead, losses_of, make_train_step
+from model.training import (CONV, UsageError, batch_at, batches, build, parse_flags,
+                            prefetch_steps, train)
 from model.video import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,13 +195,13 @@ def test_script_on_jax(tmp_path, script):
     assert probe(str(tmp_path / "videos" / "latest.mp4"))[:3] == ("h264", "yuv420p", 50)
 
 
-@pytest.mark.parametrize("chunk, adopt", [(None, True), (1, True), (3, True), (None, False)])
-def test_batches_are_each_steps_clips_in_order(chunk, adopt):
-    """However the data thread chunks its work, step `s` trains on `batch_at(config, s)`, from
-    any starting step (a resumed run)."""
-    config = dataclasses.replace(CONV, batch_size=2, seq_length=3)
-    with contextlib.closing(batches(config, 7, chunk=chunk, adopt=adopt)) as clips:
-        got = [np.asarray(next(clips)) for _ in range(20)]
+def test_batches_are_each_steps_clips_in_order():
+    """Step `s` trains on `batch_at(config, s)`, across the data thread's chunks, from any
+    starting step (a resumed run)."""
+    config = dataclasses.replace(CONV, batch_size=16, seq_length=3)
+    count = 3 * prefetch_steps(config) + 1
+    with contextlib.closing(batches(config, 7)) as clips:
+        got = [np.asarray(next(clips)) for _ in range(count)]
     for offset, clip in enumerate(got):
         np.testing.assert_array_equal(clip, batch_at(config, 7 + offset))
 
@@ -248,20 +249,3 @@ def test_dispatching_ahead_trains_the_same_and_restores_synchronous_execution():
     with pytest.raises(KeyError), dispatching_ahead():
         raise KeyError("an error inside")
     assert tf.config.experimental.get_synchronous_execution()
-
-
-def test_to_tensor_adopts_aligned_arrays_and_copies_others():
-    from systems.bouncing_balls import aligned_zeros
-
-    aligned = aligned_zeros((2, 3, 4), np.float32)
-    aligned[...] = np.arange(24).reshape(2, 3, 4)
-    tensor = to_tensor(aligned)
-    assert np.asarray(tensor).ctypes.data == aligned.ctypes.data  # the same memory: no copy
-    del aligned  # the tensor keeps the array's memory alive
-    np.testing.assert_array_equal(np.asarray(tensor), np.arange(24).reshape(2, 3, 4))
-    raw = aligned_zeros((25,), np.float32)
-    raw[:] = np.arange(25)
-    shifted = raw[1:]  # 4 bytes past a 64-byte boundary
-    copied = to_tensor(shifted)
-    assert np.asarray(copied).ctypes.data != shifted.ctypes.data
-    np.testing.assert_array_equal(np.asarray(copied), np.arange(1, 25))
