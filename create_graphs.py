@@ -1,27 +1,43 @@
 """Reconstruction error against prediction step, ConvLSTM vs conv, over random sequences.
 
-Both models see the same simulated sequences. ConvLSTM gets true frames 0..4, the conv model
-true frame 4; both then feed themselves and predict frames 5 .. 5 + horizon - 1. Step k
-compares the prediction of frame 5 + k with the truth.
+Both models see the same simulated clips, in two alignments of step 0:
+- ours (`conv_lstm`, `conv`): ConvLSTM gets true frames 0..4, the conv model true frame 4;
+  step k compares the prediction of frame 5 + k with the truth.
+- the 2016 code's (`conv_lstm_2016`, `conv_2016`), as its 50-frame video graphs kept their
+  outputs: ConvLSTM gets true frames 0..4 and its prediction of frame 5 is fed back, not kept,
+  so step k is its prediction of frame 6 + k; the conv model gets true frame 0 and step k is its
+  prediction of frame 1 + k.
+Writes `<out>.csv`, `<out>.png` (the 2016 alignment beside the original's figure, ours beside
+it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--out`.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
 from model import checkpoint
 from model.training import CONV, CONV_LSTM, Parser, UsageError
 
-CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only the last
+CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only one of them
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
-LABELS = {"conv_lstm": "ConvLSTM (5 frames in)", "conv": "conv (1 frame in)"}
+LABELS = {"conv_lstm": "ConvLSTM", "conv": "conv"}
+ALIGNMENTS = {"": "our alignment: ConvLSTM in 0-4, conv in 4, step 0 = frame 5",
+              "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1"}
+SERIES = ["conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
+ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "figs", "original_2016_conv_lstm_vs_conv.png")
+GIF_SEQUENCES, GIF_SCALE, GIF_GAP, GIF_BAND = 3, 5, 8, 24  # rows; px per pixel, between, text
+GIF_MS = 250  # per frame, as the original's 4 frames per second
 
 
 def parse_flags(argv=None):
-    parser = Parser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_sequences", type=int, default=1200, help="sequences to average over")
     parser.add_argument("--seed", type=int, default=2016, help="seed of the evaluation sequences")
     parser.add_argument("--horizon", type=int, default=24, help="predicted frames per sequence")
@@ -32,12 +48,28 @@ def parse_flags(argv=None):
     parser.add_argument("--pretrained_dir", default="checkpoints/pretrained",
                         help="shipped weights, used where a training folder holds no checkpoint")
     parser.add_argument("--out", default="figs/conv_lstm_vs_conv",
-                        help="output prefix: .csv, .png, _psnr_ssim.png, .json")
+                        help="output prefix: .csv, .png, _psnr_ssim.png, .json; rollouts.gif "
+                             "goes into its folder")
     args = parser.parse_args(argv)
     for name in ("num_sequences", "horizon", "batch_size"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    check_writable(args.out)
     return args
+
+
+def check_writable(prefix):
+    """Raise `UsageError` unless a file can be created in the folder of `prefix` (made if missing)."""
+    folder = os.path.dirname(prefix) or "."
+    try:
+        if not os.path.exists(folder):
+            os.makedirs(folder)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"--out {prefix!r} cannot be written: {folder} "
+                         f"({error.strerror or error})") from error
 
 
 def find_weights(name, train_dir, pretrained_dir):
@@ -69,27 +101,31 @@ def load(name, path):
     return model, state["step"]
 
 
+def describe_weights(paths, steps, pretrained_dir):
+    """`(title, mixed)`: which weights at which steps, and whether sources or steps differ."""
+    shipped = {n: os.path.dirname(os.path.abspath(p)) == os.path.abspath(pretrained_dir)
+               for n, p in paths.items()}
+    where = {n: "shipped" if shipped[n] else paths[n] for n in paths}
+    mixed = len(set(shipped.values())) > 1 or len(set(steps.values())) > 1
+    title = " vs ".join(f"{LABELS[n]} {where[n]} (step {steps[n]:,})" for n in paths)
+    return ("MIXED WEIGHTS: " if mixed else "") + title, mixed
+
+
 def ssim(a, b, window=7):
     """Mean SSIM of `(..., H, W, C)` images in [0, 1]: Gaussian-free 7x7 windows, sample
     covariance, per channel, averaged (scikit-image's defaults)."""
-    c1, c2 = 0.01**2, 0.03**2
-    n = window * window
-    mean = lambda x: _box_mean(x, window)  # noqa: E731
-    ma, mb = mean(a), mean(b)
-    va = (mean(a * a) - ma * ma) * n / (n - 1)
-    vb = (mean(b * b) - mb * mb) * n / (n - 1)
-    cov = (mean(a * b) - ma * mb) * n / (n - 1)
-    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-    return s.mean(axis=(-3, -2, -1))
-
-
-def _box_mean(x, k):
-    """Means over all k x k windows lying inside the image, `(..., H-k+1, W-k+1, C)`."""
     from keras import ops
 
-    flat = ops.reshape(ops.convert_to_tensor(x), (-1, *x.shape[-3:]))
-    means = ops.average_pool(flat, pool_size=k, strides=1, padding="valid")
-    return np.asarray(means).reshape(*x.shape[:-3], *means.shape[1:])
+    c1, c2 = 0.01**2, 0.03**2
+    shape = a.shape
+    a, b = (ops.reshape(ops.convert_to_tensor(x), (-1, *shape[-3:])) for x in (a, b))
+    maps = ops.concatenate([a, b, a * a, b * b, a * b], axis=-1)  # one pooling for all five
+    means = ops.average_pool(maps, pool_size=window, strides=1, padding="valid")
+    ma, mb, maa, mbb, mab = ops.split(means, 5, axis=-1)
+    n = window * window
+    va, vb, cov = ((m - x * y) * n / (n - 1) for m, x, y in ((maa, ma, ma), (mbb, mb, mb), (mab, ma, mb)))
+    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    return np.asarray(ops.mean(s, axis=(-3, -2, -1))).reshape(shape[:-3])
 
 
 def metrics(prediction, truth):
@@ -101,43 +137,57 @@ def metrics(prediction, truth):
     return sse, psnr, ssim(shown, truth)
 
 
-def evaluate(models, num_sequences, horizon, seed, batch_size):
-    """`{name: {"sse"|"psnr"|"ssim": (num_sequences, horizon)}}` on one shared set of clips."""
-    from tqdm import tqdm
-
+def eval_clips(count, horizon, rng):
+    """`(count, CONTEXT + 1 + horizon, 32, 32, 3)`: enough frames for both alignments."""
     from systems.bouncing_balls import generate
+
+    return generate(count, CONTEXT + 1 + horizon, rng=rng)
+
+
+def predict(rollouts, clips, horizon):
+    """`{series: (prediction, truth)}`, each `(B, horizon, 32, 32, 3)`, for `SERIES`."""
+    lstm = np.asarray(rollouts["conv_lstm"](clips[:, :CONTEXT], horizon + 1))  # frames 5..
+    starts = np.concatenate([clips[:, CONTEXT - 1 : CONTEXT], clips[:, :1]])  # one call for both
+    conv, conv_2016 = np.split(np.asarray(rollouts["conv"](starts, horizon)), 2)
+    ours = clips[:, CONTEXT : CONTEXT + horizon]
+    return {"conv_lstm": (lstm[:, :horizon], ours), "conv": (conv, ours),
+            "conv_lstm_2016": (lstm[:, 1:], clips[:, CONTEXT + 1 :]),
+            "conv_2016": (conv_2016, clips[:, 1 : 1 + horizon])}
+
+
+def evaluate(models, num_sequences, horizon, seed, batch_size):
+    """`{series: {"sse"|"psnr"|"ssim": (num_sequences, horizon)}}` for `SERIES`, all from one
+    set of clips."""
+    from tqdm import tqdm
 
     from model.train_step import compiled_rollout
 
     rollouts = {name: compiled_rollout(model) for name, model in models.items()}
     rng = np.random.default_rng(seed)
-    results = {name: {"sse": [], "psnr": [], "ssim": []} for name in models}
-    with tqdm(total=num_sequences, unit="seq", desc="evaluating", leave=False) as bar:
+    results = {series: {"sse": [], "psnr": [], "ssim": []} for series in SERIES}
+    with tqdm(total=num_sequences, unit="seq", desc="evaluating", leave=False,
+              disable=None) as bar:  # no bar where stderr is not a terminal
         for start in range(0, num_sequences, batch_size):
             count = min(batch_size, num_sequences - start)
-            clips = generate(count, CONTEXT + horizon, rng=rng)
-            truth = clips[:, CONTEXT:]
-            for name in models:
-                context = clips[:, :CONTEXT] if name == "conv_lstm" else clips[:, CONTEXT - 1 : CONTEXT]
-                prediction = np.asarray(rollouts[name](context, horizon))
+            pairs = predict(rollouts, eval_clips(count, horizon, rng), horizon)
+            for series, (prediction, truth) in pairs.items():
                 for key, value in zip(("sse", "psnr", "ssim"), metrics(prediction, truth)):
-                    results[name][key].append(value)
+                    results[series][key].append(value)
             bar.update(count)
-    return {n: {k: np.concatenate(v) for k, v in r.items()} for n, r in results.items()}
+    return {s: {k: np.concatenate(v) for k, v in r.items()} for s, r in results.items()}
 
 
 def summarise(results):
-    """Columns for the CSV: means and 95% confidence half-widths per step."""
+    """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR, SSIM."""
     columns = {}
     for key in ("sse", "psnr", "ssim"):
-        for name in ("conv_lstm", "conv"):
-            values = results[name][key]
-            suffix = "" if key == "sse" else f"_{key}"
-            columns[f"{name}{suffix}"] = values.mean(axis=0)
-            columns[f"{name}{suffix}_ci95"] = 1.96 * values.std(axis=0, ddof=1) / np.sqrt(len(values))
-    order = ["conv_lstm", "conv", "conv_lstm_ci95", "conv_ci95"]
-    order += [c for c in columns if c not in order]
-    return {c: columns[c] for c in order}
+        for series in SERIES:
+            values = results[series][key]
+            name = series if key == "sse" else f"{series}_{key}"
+            columns[name] = values.mean(axis=0)
+            columns[f"{name}_ci95"] = 1.96 * values.std(axis=0, ddof=1) / np.sqrt(len(values))
+    order = SERIES + [f"{s}_ci95" for s in SERIES]
+    return {c: columns[c] for c in order + [c for c in columns if c not in order]}
 
 
 def write_csv(path, columns):
@@ -145,56 +195,135 @@ def write_csv(path, columns):
     lines = [",".join(["step", *columns])]
     for k in range(steps):
         lines.append(",".join([str(k), *(f"{columns[c][k]:.6g}" for c in columns)]))
-    with checkpoint.atomic_path(path) as tmp, open(tmp, "w") as f:
+    with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def plot_error(path, columns, caption):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _curves(ax, columns, key, alignment, ylabel):
     steps = np.arange(len(columns["conv"]))
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, colour in (("conv_lstm", "tab:blue"), ("conv", "tab:orange")):
-        mean, half = columns[name], columns[f"{name}_ci95"]
+    for name, colour in (("conv_lstm", "tab:blue"), ("conv", "tab:green")):  # the original's
+        column = name + alignment + key
+        mean, half = columns[column], columns[column + "_ci95"]
         ax.plot(steps, mean, color=colour, label=LABELS[name])
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.25)
     ax.set_xlabel("future prediction step")
-    ax.set_ylabel("squared error summed over the 32x32x3 frame")
-    ax.set_title("Reconstruction error vs prediction step (95% CI shaded)")
-    ax.text(0.99, 0.02, caption, transform=ax.transAxes, ha="right", fontsize=7, color="gray")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.06))
-    _save(fig, path)
+    ax.legend()
 
 
-def plot_quality(path, columns, caption):
+def plot_error(path, columns, title, caption):
+    """The original's figure, then ours in its alignment, then ours in our alignment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
     import matplotlib.pyplot as plt
 
-    steps = np.arange(len(columns["conv"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2), dpi=100, width_ratios=(1.3, 1, 1))
+    axes[0].imshow(matplotlib.image.imread(ORIGINAL))
+    axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
+                      fontsize=10)
+    axes[0].axis("off")
+    for ax, alignment in zip(axes[1:], ("_2016", "")):
+        _curves(ax, columns, "", alignment, "squared error summed over the 32x32x3 frame")
+        ax.set_title(f"this repo, {ALIGNMENTS[alignment]}", fontsize=9)
+    axes[1].sharey(axes[2])
+    _save(fig, path, f"Squared error vs prediction step (95% CI shaded). Weights: {title}", caption)
+
+
+def plot_quality(path, columns, title, caption):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), dpi=120)
     for ax, key, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
-        for name, colour in (("conv_lstm", "tab:blue"), ("conv", "tab:orange")):
-            mean, half = columns[f"{name}_{key}"], columns[f"{name}_{key}_ci95"]
-            ax.plot(steps, mean, color=colour, label=LABELS[name])
-            ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.25)
-        ax.set_xlabel("future prediction step")
-        ax.set_ylabel(unit + ", higher is better")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("Prediction quality vs step; " + caption, fontsize=9)
-    _save(fig, path)
+        _curves(ax, columns, "_" + key, "", unit + ", higher is better")
+    _save(fig, path, f"Prediction quality, {ALIGNMENTS['']}\nWeights: {title}", caption)
 
 
-def _save(fig, path):
+def _save(fig, path, title, caption):
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    with checkpoint.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    fig.suptitle(title, fontsize=10, color="red" if title.startswith("MIXED") else "black")
+    fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
+    try:
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def rollout_examples(models, horizon, seed):
+    """`(GIF_SEQUENCES, 3, horizon, 32, 32, 3)`: truth, ConvLSTM, conv on fixed clips, ours."""
+    clips = eval_clips(GIF_SEQUENCES, horizon, np.random.default_rng(seed))
+    pairs = predict({n: m.rollout for n, m in models.items()}, clips, horizon)
+    rows = [pairs["conv"][1], pairs["conv_lstm"][0], pairs["conv"][0]]
+    return np.stack([np.asarray(r) for r in rows], axis=1)
+
+
+def gif_frames(examples):
+    """`(horizon, H, W, 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, scaled
+    up `GIF_SCALE` times, with column titles and a step counter drawn in."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)
+    pixels = np.pad(pixels.repeat(GIF_SCALE, -3).repeat(GIF_SCALE, -2),
+                    [(0, 0)] * 3 + [(GIF_GAP // 2,) * 2] * 2 + [(0, 0)], constant_values=255)
+    rows, columns, steps, side = pixels.shape[:4]
+    grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * side, columns * side, 3)
+    grid = np.pad(grid, [(0, 0), (GIF_BAND, GIF_BAND), (0, 0), (0, 0)], constant_values=255)
+    font = ImageFont.load_default(size=16)
+    frames = []
+    for k, frame in enumerate(grid):
+        image = Image.fromarray(frame)
+        draw = ImageDraw.Draw(image)
+        for c, label in enumerate(("truth", "ConvLSTM", "conv")):
+            draw.text(((c + 0.5) * side, GIF_BAND // 2), label, fill="black", font=font, anchor="mm")
+        draw.text((GIF_GAP, image.height - GIF_BAND // 2),
+                  f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)",
+                  fill="black", font=font, anchor="lm")
+        frames.append(np.asarray(image))
+    return np.stack(frames)
+
+
+def write_gif(path, frames):
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    durations = [GIF_MS] * (len(images) - 1) + [4 * GIF_MS]  # hold the last frame
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=durations, loop=0)
+
+
+class OutputError(Exception):
+    """An output that could not be written: one line, exit code 1."""
+
+
+def write_outputs(writers):
+    """Run `{path: write(tmp_path)}`; every file lands only if all were written."""
+    with contextlib.ExitStack() as stack:
+        for path, write in writers.items():
+            try:
+                write(stack.enter_context(checkpoint.atomic_path(path)))
+            except OSError as error:
+                raise OutputError(f"cannot write {path} ({error.strerror or error}); "
+                                  f"no output was changed") from error
+
+
+def write_json(path, record):
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def print_table(columns, horizon):
+    print(f"{'':4}  {'ours: frames 5.. for both':^30}  {'2016: ConvLSTM 6.., conv 1..':^30}")
+    print(f"{'step':>4}" + f"  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}" * 2)
+    for k in range(horizon):
+        row = f"{k:>4}"
+        for alignment in ALIGNMENTS:
+            a, b = columns["conv_lstm" + alignment][k], columns["conv" + alignment][k]
+            row += f"  {a:10.2f}  {b:10.2f}  {b / a:6.2f}"
+        print(row)
 
 
 def main(argv=None):
@@ -209,26 +338,34 @@ def main(argv=None):
     except UsageError as error:
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 2
-    for name, (_, step) in loaded.items():
-        print(f"{name}: {paths[name]} (step {step})")
-    models = {n: m for n, (m, _) in loaded.items()}
+    models, steps = ({n: v[i] for n, v in loaded.items()} for i in (0, 1))
+    title, mixed = describe_weights(paths, steps, args.pretrained_dir)
+    for name in MODELS:
+        print(f"{name}: {paths[name]} (step {steps[name]})")
+    if mixed:
+        print(f"create_graphs.py: warning: the two models' weights differ in source or steps: "
+              f"{title[len('MIXED WEIGHTS: '):]}", file=sys.stderr)
     results = evaluate(models, args.num_sequences, args.horizon, args.seed, args.batch_size)
     columns = summarise(results)
-    caption = (f"{args.num_sequences} sequences, seed {args.seed}; steps trained: "
-               + ", ".join(f"{n} {s:,}" for n, (_, s) in loaded.items()))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    write_csv(args.out + ".csv", columns)
-    plot_error(args.out + ".png", columns, caption)
-    plot_quality(args.out + "_psnr_ssim.png", columns, caption)
-    checkpoint.write_json(args.out + ".json", {
-        "num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
-        "weights": {n: {"path": paths[n], "step": s} for n, (_, s) in loaded.items()},
-    })
-    print(f"{'step':>4}  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}")
-    for k in range(args.horizon):
-        a, b = columns["conv_lstm"][k], columns["conv"][k]
-        print(f"{k:>4}  {a:10.2f}  {b:10.2f}  {b / a:6.2f}")
-    print(f"wrote {args.out}.csv, {args.out}.png, {args.out}_psnr_ssim.png, {args.out}.json")
+    frames = gif_frames(rollout_examples(models, args.horizon, args.seed))
+    caption = f"{args.num_sequences} sequences, seed {args.seed}"
+    record = {"num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
+              "alignments": ALIGNMENTS, "weights": {
+                  n: {"path": paths[n], "step": steps[n]} for n in MODELS}}
+    gif = os.path.join(os.path.dirname(args.out), "rollouts.gif")
+    try:
+        write_outputs({
+            args.out + ".csv": lambda p: write_csv(p, columns),
+            args.out + ".png": lambda p: plot_error(p, columns, title, caption),
+            args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
+            args.out + ".json": lambda p: write_json(p, record),
+            gif: lambda p: write_gif(p, frames),
+        })
+    except OutputError as error:
+        print(f"create_graphs.py: error: {error}", file=sys.stderr)
+        return 1
+    print_table(columns, args.horizon)
+    print(f"wrote {args.out}.csv, .png, _psnr_ssim.png, .json and {gif}")
     return 0
 
 
