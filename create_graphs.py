@@ -14,7 +14,6 @@ it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -27,8 +26,10 @@ from model.training import CONV, CONV_LSTM, Parser, UsageError
 CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only one of them
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
 LABELS = {"conv_lstm": "ConvLSTM", "conv": "conv"}
-ALIGNMENTS = {"": "our alignment: ConvLSTM in 0-4, conv in 4, step 0 = frame 5",
-              "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1"}
+ALIGNMENTS = {
+    "": "our alignment: ConvLSTM in 0-4, conv in 4, step 0 = frame 5",
+    "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1",
+}
 SERIES = ["conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -38,13 +39,13 @@ GIF_MS = 250  # per frame, as the original's 4 frames per second
 
 def parse_flags(argv=None):
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_sequences", type=int, default=1200, help="sequences to average over")
+    parser.add_argument("--num_sequences", type=int, default=1200, help="sequences averaged")
     parser.add_argument("--seed", type=int, default=2016, help="seed of the evaluation sequences")
     parser.add_argument("--horizon", type=int, default=24, help="predicted frames per sequence")
     parser.add_argument("--batch_size", type=int, default=200, help="sequences per forward pass")
     parser.add_argument("--conv_lstm_dir", default=CONV_LSTM.train_dir,
                         help="training folder of the ConvLSTM run")
-    parser.add_argument("--conv_dir", default=CONV.train_dir, help="training folder of the conv run")
+    parser.add_argument("--conv_dir", default=CONV.train_dir, help="training folder of conv")
     parser.add_argument("--pretrained_dir", default="checkpoints/pretrained",
                         help="shipped weights, used where a training folder holds no checkpoint")
     parser.add_argument("--out", default="figs/conv_lstm_vs_conv",
@@ -59,7 +60,7 @@ def parse_flags(argv=None):
 
 
 def check_writable(prefix):
-    """Raise `UsageError` unless a file can be created in the folder of `prefix` (made if missing)."""
+    """Raise `UsageError` unless a file can be made in the folder of `prefix` (made if missing)."""
     folder = os.path.dirname(prefix) or "."
     try:
         if not os.path.exists(folder):
@@ -102,13 +103,12 @@ def load(name, path):
 
 
 def describe_weights(paths, steps, pretrained_dir):
-    """`(title, mixed)`: which weights at which steps, and whether sources or steps differ."""
+    """`(text, mixed)`: which weights at which steps, and whether their sources or steps differ."""
     shipped = {n: os.path.dirname(os.path.abspath(p)) == os.path.abspath(pretrained_dir)
                for n, p in paths.items()}
-    where = {n: "shipped" if shipped[n] else paths[n] for n in paths}
     mixed = len(set(shipped.values())) > 1 or len(set(steps.values())) > 1
-    title = " vs ".join(f"{LABELS[n]} {where[n]} (step {steps[n]:,})" for n in paths)
-    return ("MIXED WEIGHTS: " if mixed else "") + title, mixed
+    return " vs ".join(f"{LABELS[n]} {'shipped' if shipped[n] else paths[n]} "
+                       f"(step {steps[n]:,})" for n in paths), mixed
 
 
 def ssim(a, b, window=7):
@@ -122,8 +122,8 @@ def ssim(a, b, window=7):
     maps = ops.concatenate([a, b, a * a, b * b, a * b], axis=-1)  # one pooling for all five
     means = ops.average_pool(maps, pool_size=window, strides=1, padding="valid")
     ma, mb, maa, mbb, mab = ops.split(means, 5, axis=-1)
-    n = window * window
-    va, vb, cov = ((m - x * y) * n / (n - 1) for m, x, y in ((maa, ma, ma), (mbb, mb, mb), (mab, ma, mb)))
+    n = window * window / (window * window - 1)  # sample (ddof=1) statistics
+    va, vb, cov = (maa - ma * ma) * n, (mbb - mb * mb) * n, (mab - ma * mb) * n
     s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
     return np.asarray(ops.mean(s, axis=(-3, -2, -1))).reshape(shape[:-3])
 
@@ -191,12 +191,9 @@ def summarise(results):
 
 
 def write_csv(path, columns):
-    steps = len(next(iter(columns.values())))
-    lines = [",".join(["step", *columns])]
-    for k in range(steps):
-        lines.append(",".join([str(k), *(f"{columns[c][k]:.6g}" for c in columns)]))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    table = np.column_stack([np.arange(len(columns["conv"])), *columns.values()])
+    np.savetxt(path, table, fmt=["%d"] + ["%.6g"] * len(columns), delimiter=",",
+               header=",".join(["step", *columns]), comments="")
 
 
 def _curves(ax, columns, key, alignment, ylabel):
@@ -212,15 +209,20 @@ def _curves(ax, columns, key, alignment, ylabel):
     ax.legend()
 
 
-def plot_error(path, columns, title, caption):
-    """The original's figure, then ours in its alignment, then ours in our alignment."""
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.image
+    matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2), dpi=100, width_ratios=(1.3, 1, 1))
+    return plt
+
+
+def plot_error(path, columns, title, caption):
+    """The original's figure, then ours in its alignment, then ours in our alignment."""
+    import matplotlib.image
+
+    fig, axes = _pyplot().subplots(1, 3, figsize=(18, 5.2), dpi=100, width_ratios=(1.3, 1, 1))
     axes[0].imshow(matplotlib.image.imread(ORIGINAL))
     axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
                       fontsize=10)
@@ -233,24 +235,20 @@ def plot_error(path, columns, title, caption):
 
 
 def plot_quality(path, columns, title, caption):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), dpi=120)
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4.4), dpi=120)
     for ax, key, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
         _curves(ax, columns, "_" + key, "", unit + ", higher is better")
     _save(fig, path, f"Prediction quality, {ALIGNMENTS['']}\nWeights: {title}", caption)
 
 
 def _save(fig, path, title, caption):
-    import matplotlib.pyplot as plt
-
     fig.suptitle(title, fontsize=10, color="red" if title.startswith("MIXED") else "black")
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     try:
         fig.tight_layout()
         fig.savefig(path, format="png")
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
 
 
 def rollout_examples(models, horizon, seed):
@@ -266,24 +264,22 @@ def gif_frames(examples):
     up `GIF_SCALE` times, with column titles and a step counter drawn in."""
     from PIL import Image, ImageDraw, ImageFont
 
-    pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)
+    pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, 32, 32, 3)
     pixels = np.pad(pixels.repeat(GIF_SCALE, -3).repeat(GIF_SCALE, -2),
                     [(0, 0)] * 3 + [(GIF_GAP // 2,) * 2] * 2 + [(0, 0)], constant_values=255)
     rows, columns, steps, side = pixels.shape[:4]
     grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * side, columns * side, 3)
     grid = np.pad(grid, [(0, 0), (GIF_BAND, GIF_BAND), (0, 0), (0, 0)], constant_values=255)
     font = ImageFont.load_default(size=16)
-    frames = []
-    for k, frame in enumerate(grid):
-        image = Image.fromarray(frame)
+    images = [Image.fromarray(frame) for frame in grid]
+    for k, image in enumerate(images):
         draw = ImageDraw.Draw(image)
         for c, label in enumerate(("truth", "ConvLSTM", "conv")):
-            draw.text(((c + 0.5) * side, GIF_BAND // 2), label, fill="black", font=font, anchor="mm")
+            draw.text(((c + 0.5) * side, GIF_BAND // 2), label, "black", font, anchor="mm")
         draw.text((GIF_GAP, image.height - GIF_BAND // 2),
-                  f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)",
-                  fill="black", font=font, anchor="lm")
-        frames.append(np.asarray(image))
-    return np.stack(frames)
+                  f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)", "black", font,
+                  anchor="lm")
+    return np.stack([np.asarray(image) for image in images])
 
 
 def write_gif(path, frames):
@@ -300,19 +296,13 @@ class OutputError(Exception):
 
 
 def write_outputs(writers):
-    """Run `{path: write(tmp_path)}`; every file lands only if all were written."""
-    with contextlib.ExitStack() as stack:
-        for path, write in writers.items():
-            try:
+    """Run `{path: write(tmp_path)}`; the files land only once all were written."""
+    try:
+        with contextlib.ExitStack() as stack:
+            for path, write in writers.items():
                 write(stack.enter_context(checkpoint.atomic_path(path)))
-            except OSError as error:
-                raise OutputError(f"cannot write {path} ({error.strerror or error}); "
-                                  f"no output was changed") from error
-
-
-def write_json(path, record):
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
+    except OSError as error:
+        raise OutputError(f"cannot write {path} ({error.strerror or error})") from error
 
 
 def print_table(columns, horizon):
@@ -326,28 +316,34 @@ def print_table(columns, horizon):
         print(row)
 
 
+def load_models(args):
+    """`(paths, models, steps)`, each keyed by model name; raises `UsageError`."""
+    dirs = {"conv_lstm": args.conv_lstm_dir, "conv": args.conv_dir}
+    paths = {n: find_weights(n, dirs[n], args.pretrained_dir) for n in MODELS}
+    from model import runtime
+
+    runtime.setup()
+    loaded = {n: load(n, p) for n, p in paths.items()}
+    return paths, {n: m for n, (m, _) in loaded.items()}, {n: s for n, (_, s) in loaded.items()}
+
+
 def main(argv=None):
     try:
         args = parse_flags(argv)
-        dirs = {"conv_lstm": args.conv_lstm_dir, "conv": args.conv_dir}
-        paths = {n: find_weights(n, dirs[n], args.pretrained_dir) for n in MODELS}
-        from model import runtime
-
-        runtime.setup()
-        loaded = {n: load(n, p) for n, p in paths.items()}
+        paths, models, steps = load_models(args)
     except UsageError as error:
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 2
-    models, steps = ({n: v[i] for n, v in loaded.items()} for i in (0, 1))
-    title, mixed = describe_weights(paths, steps, args.pretrained_dir)
-    for name in MODELS:
-        print(f"{name}: {paths[name]} (step {steps[name]})")
+    weights, mixed = describe_weights(paths, steps, args.pretrained_dir)
+    print(f"weights: {weights}")
     if mixed:
-        print(f"create_graphs.py: warning: the two models' weights differ in source or steps: "
-              f"{title[len('MIXED WEIGHTS: '):]}", file=sys.stderr)
+        print(f"create_graphs.py: warning: the models' weights differ in source or steps: "
+              f"{weights}", file=sys.stderr)
     results = evaluate(models, args.num_sequences, args.horizon, args.seed, args.batch_size)
     columns = summarise(results)
+    print_table(columns, args.horizon)
     frames = gif_frames(rollout_examples(models, args.horizon, args.seed))
+    title = ("MIXED WEIGHTS: " if mixed else "") + weights
     caption = f"{args.num_sequences} sequences, seed {args.seed}"
     record = {"num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
               "alignments": ALIGNMENTS, "weights": {
@@ -358,13 +354,12 @@ def main(argv=None):
             args.out + ".csv": lambda p: write_csv(p, columns),
             args.out + ".png": lambda p: plot_error(p, columns, title, caption),
             args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
-            args.out + ".json": lambda p: write_json(p, record),
+            args.out + ".json": lambda p: checkpoint.write_json(p, record),
             gif: lambda p: write_gif(p, frames),
         })
     except OutputError as error:
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 1
-    print_table(columns, args.horizon)
     print(f"wrote {args.out}.csv, .png, _psnr_ssim.png, .json and {gif}")
     return 0
 
