@@ -231,18 +231,18 @@ def plot_error(path, columns, title, caption):
         _curves(ax, columns, "", alignment, "squared error summed over the 32x32x3 frame")
         ax.set_title(f"this repo, {ALIGNMENTS[alignment]}", fontsize=9)
     axes[1].sharey(axes[2])
-    _save(fig, path, f"Squared error vs prediction step (95% CI shaded). Weights: {title}", caption)
+    _save(fig, path, f"Squared error vs prediction step (95% CI shaded)\n{title}", caption)
 
 
 def plot_quality(path, columns, title, caption):
     fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4.4), dpi=120)
     for ax, key, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
         _curves(ax, columns, "_" + key, "", unit + ", higher is better")
-    _save(fig, path, f"Prediction quality, {ALIGNMENTS['']}\nWeights: {title}", caption)
+    _save(fig, path, f"Prediction quality, {ALIGNMENTS['']}\n{title}", caption)
 
 
 def _save(fig, path, title, caption):
-    fig.suptitle(title, fontsize=10, color="red" if title.startswith("MIXED") else "black")
+    fig.suptitle(title, fontsize=10, color="red" if "MIXED WEIGHTS" in title else "black")
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     try:
         fig.tight_layout()
@@ -343,7 +343,7 @@ def main(argv=None):
     columns = summarise(results)
     print_table(columns, args.horizon)
     frames = gif_frames(rollout_examples(models, args.horizon, args.seed))
-    title = ("MIXED WEIGHTS: " if mixed else "") + weights
+    title = ("MIXED WEIGHTS: " if mixed else "weights: ") + weights
     caption = f"{args.num_sequences} sequences, seed {args.seed}"
     record = {"num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
               "alignments": ALIGNMENTS, "weights": {
