@@ -1,14 +1,8 @@
 """Speed benchmark: the simulator, each model's training step, our cell vs ConvLSTM2D, memory.
 
-Prints a table and writes bench/results/<backend>.json. Times are min / median / max in ms over
-`--repeats` calls (the cell comparisons a fifth of them); figures that are compared are timed in
-turn, in this process, so that a machine whose speed drifts slows them alike. Run it on an
-otherwise idle machine:
-
-    python bench/benchmark.py
-    KERAS_BACKEND=jax python bench/benchmark.py
-    python bench/benchmark.py --parts simulator,training --repeats 50
-"""
+Prints a table and writes bench/results/<backend>.json; bench/README.md says what each figure
+means. Figures that are compared are timed in turn, in this process. Run it on an otherwise idle
+machine: `python bench/benchmark.py`, or `KERAS_BACKEND=jax python bench/benchmark.py`."""
 
 import argparse
 import contextlib

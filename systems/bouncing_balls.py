@@ -21,12 +21,11 @@ GRAVITY = 0.003  # friction option: downward pull on vy per sub-step
 DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
 MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected sequences before giving up
 CANDIDATES = 64  # candidate placements drawn per rejected sequence and round
-# A ball count is accepted where a random placement is valid often enough that all
-# MAX_PLACEMENT_ROUNDS * CANDIDATES tries fail for fewer than one sequence in e^RELIABLE (1e13).
+# A ball count is accepted where all MAX_PLACEMENT_ROUNDS * CANDIDATES tries fail for fewer
+# than one sequence in e^RELIABLE (1e13), by how often a random placement is valid.
 RELIABLE = 30
 RATE_SAMPLES = 100_000  # random placements that estimate how often one is valid
-# Beyond d^2 / r^2 = 3.3 the mass exp(-(d^2 / r^2)^4) < exp(-118) is 0 in float32.
-ZERO_MASS_BEYOND = np.float32(3.3)
+ZERO_MASS_BEYOND = np.float32(3.3)  # d^2 / r^2 beyond which exp(-(d^2 / r^2)^4) is 0 in float32
 
 
 def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None):
