@@ -92,7 +92,8 @@ def test_gif_shows_truth_and_both_rollouts(shipped):
     frames = create_graphs.gif_frames(examples)
     assert frames.shape == (horizon, GIF_SEQUENCES * SIDE + 2 * GIF_BAND, 3 * SIDE, 3)
     top, left = GIF_BAND + SIDE + GIF_GAP // 2, 2 * SIDE + GIF_GAP // 2  # row 1, conv column
-    panel = frames[2, top : top + 32 * GIF_SCALE : GIF_SCALE, left : left + 32 * GIF_SCALE : GIF_SCALE]
+    width = 32 * GIF_SCALE
+    panel = frames[2, top : top + width : GIF_SCALE, left : left + width : GIF_SCALE]
     want = (np.clip(examples[1, 2, 2], 0, 1) * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(panel, want)
 
