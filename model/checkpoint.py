@@ -5,10 +5,13 @@ format, loadable with `model.load_weights`), `train_state.h5` (the optimiser's
 variables and the model's non-trainable ones, such as the dropout seed, in order)
 and `state.json` (step, config, data-stream state). It is
 written under a temporary name and renamed into place, so a crash at any moment
-leaves either the whole checkpoint or none of it.
+leaves either the whole checkpoint or none of it; the next run removes what a killed save
+left behind (`remove_leftovers`). Every write failure surfaces as one `CannotWrite`.
 """
 
 import contextlib
+import errno
+import itertools
 import json
 import os
 import re
@@ -20,6 +23,7 @@ import numpy as np
 
 PATTERN = re.compile(r"^ckpt-(\d{7,})$")
 KEEP = 2  # complete checkpoints kept; older ones are removed after a new one lands
+TEMPORARY = (".ckpt-", ".tmp-")  # name prefixes of unfinished checkpoints and files
 
 
 def _read_umask():
@@ -34,29 +38,56 @@ def _read_umask():
 _UMASK = _read_umask()
 
 
-def save(train_dir, step, model, optimizer, state):
-    """Write checkpoint `step` into `train_dir` atomically; return its path."""
-    final = os.path.join(train_dir, f"ckpt-{step:07d}")
-    tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=train_dir)
-    os.chmod(tmp, 0o777 & ~_UMASK)
+class CannotWrite(Exception):
+    """A write that failed (full disk, no permission): one line naming the path and the cause."""
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn an `OSError` inside into `CannotWrite` naming `path`, the file the user knows
+    (not the temporary one the error names)."""
     try:
-        model.save_weights(os.path.join(tmp, "model.weights.h5"))
-        with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
-            for i, variable in enumerate(_train_state(model, optimizer)):
-                f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
-                f[f"{i:04d}"].attrs["path"] = variable.path
-        write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
-        _fsync_dir(tmp)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(train_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        yield
+    except OSError as error:
+        cause = os.strerror(error.errno) if error.errno else str(error)
+        raise CannotWrite(f"cannot write {path}: {cause}") from None
+
+
+def save(train_dir, step, model, optimizer, state):
+    """Write checkpoint `step` into `train_dir` atomically; return its path. Raises
+    `CannotWrite`; the checkpoints already there stay as they were."""
+    final = os.path.join(train_dir, f"ckpt-{step:07d}")
+    variables = _train_state(model, optimizer)
+    with writing(final):
+        tmp = tempfile.mkdtemp(prefix=TEMPORARY[0], dir=train_dir)
+        try:
+            os.chmod(tmp, 0o777 & ~_UMASK)
+            _check_space(tmp, model.weights + variables)
+            model.save_weights(os.path.join(tmp, "model.weights.h5"))
+            with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
+                for i, variable in enumerate(variables):
+                    f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
+                    f[f"{i:04d}"].attrs["path"] = variable.path
+            write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
+            _fsync_dir(tmp)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(train_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     for old in list_checkpoints(train_dir)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _check_space(folder, variables):
+    """Raise ENOSPC unless `folder`'s disk holds `variables` twice over, with room for HDF5's
+    headers: HDF5 can crash the process (exit 139) when the disk fills up in mid-write."""
+    need = sum(2 * np.asarray(v).nbytes + 4096 for v in variables)
+    if shutil.disk_usage(folder).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
 
 
 def list_checkpoints(train_dir):
@@ -65,6 +96,26 @@ def list_checkpoints(train_dir):
         return []
     names = sorted(n for n in os.listdir(train_dir) if PATTERN.match(n))
     return [os.path.join(train_dir, n) for n in names]
+
+
+def remove_leftovers(folder):
+    """Remove the temporary folders and files that a killed or failed save left in `folder`."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for path in (os.path.join(folder, n) for n in names if n.startswith(TEMPORARY)):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+
+
+def set_aside(path):
+    """Rename checkpoint folder `path` to `path.damaged` (or `.damaged-2`, ...), out of
+    `list_checkpoints`' sight but kept for the user to inspect; return the new name."""
+    for n in itertools.count(1):
+        aside = f"{path}.damaged" + (f"-{n}" if n > 1 else "")
+        if not os.path.exists(aside):
+            os.rename(path, aside)
+            return aside
 
 
 def read_state(path):
@@ -103,7 +154,7 @@ def write_json(path, data):
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success rename it over `path`, else remove it."""
     root, ext = os.path.splitext(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=os.path.dirname(path) or ".")
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY[1], suffix=ext, dir=os.path.dirname(path) or ".")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,6 +61,14 @@ HELP = {
     "fresh": "delete this run's checkpoints, videos and events and start from step 0",
 }
 
+RESUMABLE = ("max_step", "save_every", "log_every")  # flags a resumed run may change
+EPILOG = (
+    "Rerunning with the same --train_dir resumes from its newest complete checkpoint. "
+    f"On resume, {', '.join('--' + name for name in RESUMABLE)} may change; a different value "
+    "of any other flag is refused (exit 2), as it would change the data or the training: "
+    "pass --fresh to start over, or use another --train_dir."
+)
+
 
 class UsageError(Exception):
     """A bad flag or train_dir: reported as one line, exit code 2."""
@@ -75,7 +84,7 @@ class Parser(argparse.ArgumentParser):
 def parse_flags(defaults, argv=None, description=None):
     """`TrainConfig` from command-line flags over `defaults`; raises `UsageError`."""
     parser = Parser(
-        description=description,
+        description=description, epilog=EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for field in dataclasses.fields(TrainConfig):
@@ -118,11 +127,16 @@ def validate(config):
 
 
 def _check_writable(train_dir):
+    """Make and remove a folder where the run will write first: `os.access` passes /proc and
+    /sys for root."""
     path = os.path.abspath(train_dir)
     while not os.path.exists(path):
         path = os.path.dirname(path)
-    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--train_dir {train_dir!r} is not writable ({path} is not a writable folder)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=path))
+    except OSError as error:
+        raise UsageError(f"--train_dir {train_dir!r} is not writable "
+                         f"({path}: {error.strerror or error})") from None
 
 
 def build(config):
@@ -184,9 +198,14 @@ def video_clip(config):
     )
 
 
+def video_path(config, step):
+    return os.path.join(config.train_dir, "videos", f"step_{step:07d}.mp4")
+
+
 def write_video(model, config, step, rollout=None):
-    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4`: truth left, rollout right.
-    `rollout` is `model.rollout` or a compiled version of it (`train_step.compiled_rollout`)."""
+    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4`: truth left, rollout right,
+    each captioned. `rollout` is `model.rollout` or a compiled version of it
+    (`train_step.compiled_rollout`). Raises `checkpoint.CannotWrite`."""
     from model import video
 
     truth = video_clip(config)
@@ -194,19 +213,22 @@ def write_video(model, config, step, rollout=None):
     rollout = rollout or model.rollout
     predicted = np.asarray(rollout(context, VIDEO_FRAMES - config.seq_start))
     shown = np.concatenate([context, predicted], axis=1)[0]
-    folder = os.path.join(config.train_dir, "videos")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"step_{step:07d}.mp4")
-    video.write_mp4(path, video.side_by_side(truth[0], shown))
+    captions = [("truth", f"{'input' if t < config.seq_start else 'prediction'}, step {step}")
+                for t in range(VIDEO_FRAMES)]
+    path = video_path(config, step)
+    folder = os.path.dirname(path)
+    with checkpoint.writing(folder):
+        os.makedirs(folder, exist_ok=True)
+    video.write_mp4(path, video.side_by_side(truth[0], shown, captions))
     video.copy_atomic(path, os.path.join(folder, "latest.mp4"))
     return path
 
 
 def _start_fresh(train_dir):
-    for path in checkpoint.list_checkpoints(train_dir):
-        shutil.rmtree(path)
-    for name in ("videos", "events"):
-        shutil.rmtree(os.path.join(train_dir, name), ignore_errors=True)
+    """Remove all this run left: checkpoints (damaged ones too), videos and events."""
+    for name in os.listdir(train_dir) if os.path.isdir(train_dir) else []:
+        if name.startswith("ckpt-") or name in ("videos", "events"):
+            shutil.rmtree(os.path.join(train_dir, name), ignore_errors=True)
 
 
 class NonFiniteLoss(Exception):
@@ -216,7 +238,8 @@ class NonFiniteLoss(Exception):
 def train(config, log=print):
     """Train `config.model` to `config.max_step`, resuming from the latest checkpoint.
 
-    Returns the step reached. Raises `NonFiniteLoss` (the last good checkpoint is kept).
+    Returns the step reached. Raises `NonFiniteLoss` or `checkpoint.CannotWrite` (the last
+    complete checkpoint is kept) and `UsageError` (`_resume`).
     """
     from tqdm import tqdm
 
@@ -225,13 +248,18 @@ def train(config, log=print):
 
     if config.fresh:
         _start_fresh(config.train_dir)
+    for folder in (config.train_dir, os.path.join(config.train_dir, "videos")):
+        checkpoint.remove_leftovers(folder)
     model, optimizer = build(config)
     step = _resume(config, model, optimizer, log)
+    if step and not os.path.exists(video_path(config, step)):  # killed before it was written
+        write_video(model, config, step)
     if step >= config.max_step:
         log(f"{config.train_dir}: already trained to step {step} (--max_step {config.max_step}); "
             "nothing to do")
         return step
-    os.makedirs(config.train_dir, exist_ok=True)
+    with checkpoint.writing(config.train_dir):
+        os.makedirs(config.train_dir, exist_ok=True)
     train_step, sync = make_train_step(model, optimizer)
     # Compiled once (about 3 s), a video's rollout takes 15 ms instead of 0.4-0.5 s eagerly.
     rollout = compiled_rollout(model)
@@ -239,7 +267,7 @@ def train(config, log=print):
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
                desc=config.model, smoothing=0.05,
                mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file gets few lines
-    events = _Events(os.path.join(config.train_dir, "events"))
+    events = _Events(os.path.join(config.train_dir, "events"), step)
     with contextlib.closing(batches(config, step)) as clips, bar, contextlib.closing(events):
         while step < config.max_step:
             # Up to the next log line, checkpoint or the end, each step is queued before the
@@ -277,18 +305,27 @@ _EVENT_FILES = itertools.count()  # event files opened by this process
 class _Events:
     """TensorBoard scalars in a new event file under `path`, written with the `tensorboard`
     package's record format and protocol buffers alone: no TensorFlow, so a JAX run never loads
-    it (about 450 MB). Each write is flushed, so a killed run keeps what it logged."""
+    it (about 450 MB). Each write is flushed, so a killed run keeps what it logged.
 
-    def __init__(self, path):
+    A run resumed at `step` starts its file with TensorBoard's restart marker, a
+    `SessionLog.START` at `step + 1`: TensorBoard then drops what earlier files logged from that
+    step on (the steps a killed run trained past its last checkpoint), so each step shows once.
+    Raises `checkpoint.CannotWrite`."""
+
+    def __init__(self, path, step):
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-        os.makedirs(path, exist_ok=True)
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                 f"{os.getpid()}.{next(_EVENT_FILES)}")  # unique: never truncate an earlier file
-        self._records = RecordWriter(open(os.path.join(path, name), "wb"))
+        self.path = os.path.join(path, name)
+        with checkpoint.writing(self.path):
+            os.makedirs(path, exist_ok=True)
+            self._records = RecordWriter(open(self.path, "wb"))
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        self._write(event_pb2.Event(wall_time=time.time(), step=step + 1, session_log=start))
 
     def scalars(self, step, **values):
         summary = self._summary_pb2.Summary(
@@ -298,11 +335,13 @@ class _Events:
         self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
     def _write(self, event):
-        self._records.write(event.SerializeToString())
-        self._records.flush()
+        with checkpoint.writing(self.path):
+            self._records.write(event.SerializeToString())
+            self._records.flush()
 
     def close(self):
-        self._records.close()
+        with checkpoint.writing(self.path):
+            self._records.close()
 
 
 def _log_losses(bar, events, step, losses, times):
@@ -319,18 +358,54 @@ def _save(config, model, optimizer, step, rollout):
 
 
 def _resume(config, model, optimizer, log):
+    """Restore the newest checkpoint that loads completely and return its step (0 if none).
+    Newer ones that do not load are named and set aside (`checkpoint.set_aside`), so that
+    `checkpoint.save` never counts them among those it keeps. Raises `UsageError` when
+    checkpoints exist but none loads, or the run's flags differ (`_check_same_run`)."""
     found = checkpoint.list_checkpoints(config.train_dir)
-    if not found:
-        return 0
-    saved = checkpoint.read_state(found[-1])
-    if saved["config"]["model"] != config.model:
+    damaged = []
+    for path in reversed(found):
+        try:
+            saved = checkpoint.read_state(path)
+            _check_same_run(config, saved["config"])
+            checkpoint.restore(path, model, optimizer)
+            step = saved["step"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            damaged.append((path, error))
+            continue
+        for bad, error in damaged:
+            log(f"warning: {bad} does not load ({_first_line(error)}); "
+                f"moved aside to {checkpoint.set_aside(bad)}")
+        log(f"resuming from step {step} ({path})")
+        return step
+    if found:
+        newest, error = damaged[0]
+        raise UsageError(f"no checkpoint in {config.train_dir!r} loads ({newest}: "
+                         f"{_first_line(error)}); "
+                         "pass --fresh to start over, or use another --train_dir")
+    return 0
+
+
+def _first_line(error):
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _check_same_run(config, saved):
+    """Raise `UsageError` unless `saved` (a checkpoint's config) is the run `config` continues."""
+    if saved["model"] != config.model:
         raise UsageError(
-            f"--train_dir {config.train_dir!r} holds a {saved['config']['model']!r} run, "
+            f"--train_dir {config.train_dir!r} holds a {saved['model']!r} run, "
             f"not {config.model!r}; pick another folder or pass --fresh"
         )
-    checkpoint.restore(found[-1], model, optimizer)
-    log(f"resuming from step {saved['step']} ({found[-1]})")
-    return saved["step"]
+    fixed = [f.name for f in dataclasses.fields(config)
+             if f.name not in ("model", "train_dir", "fresh", *RESUMABLE)]
+    differ = [f"--{n} {getattr(config, n)} (saved: {saved[n]})"
+              for n in fixed if n in saved and saved[n] != getattr(config, n)]
+    if differ:
+        raise UsageError(
+            f"--train_dir {config.train_dir!r} holds a run with other settings: "
+            f"{', '.join(differ)}; pass --fresh to start over, or use another --train_dir"
+        )
 
 
 def main(defaults, description, argv=None):
@@ -349,6 +424,9 @@ def main(defaults, description, argv=None):
     except NonFiniteLoss as error:
         print(f"error: {error}; the last good checkpoint in {config.train_dir} is kept",
               file=sys.stderr)
+        return 1
+    except checkpoint.CannotWrite as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume from the last checkpoint",

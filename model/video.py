@@ -5,25 +5,44 @@ import shutil
 import av
 import numpy as np
 
-from model.checkpoint import atomic_path
+from model.checkpoint import atomic_path, writing
 
 SCALE = 6  # 32 px frames become 192 px panels (the original showed 180 px)
 GAP = 8  # pixels of white between the two panels
+BAND = 16  # pixels of white above the panels for their captions (even, for H.264)
 FPS = 4
 
 
-def side_by_side(truth, prediction):
+def side_by_side(truth, prediction, captions=None):
     """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left. Converted to
-    uint8 before scaling up, so the large frames never exist as floats."""
+    uint8 before scaling up, so the large frames never exist as floats. `captions`, one
+    `(left, right)` pair of strings per frame, are written in a band above the panels:
+    `(T, 16 + 192, 392, 3)`."""
     small = [(np.clip(p, 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for p in (truth, prediction)]
     panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in small]
     gap = np.full((*panels[0].shape[:2], GAP, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1]], axis=2)
+    frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
+    if captions is None:
+        return frames
+    bands = {pair: _band(*pair, frames.shape[2]) for pair in set(captions)}
+    return np.concatenate([np.stack([bands[pair] for pair in captions]), frames], axis=1)
+
+
+def _band(left, right, width):
+    """A `(BAND, width, 3)` white band with `left` over the left panel, `right` over the right."""
+    from PIL import Image, ImageDraw  # Pillow comes with matplotlib
+
+    band = Image.new("RGB", (width, BAND), "white")
+    draw = ImageDraw.Draw(band)
+    draw.text((4, 2), left, fill="black")
+    draw.text(((width + GAP) // 2 + 4, 2), right, fill="black")
+    return np.asarray(band)
 
 
 def write_mp4(path, frames, fps=FPS):
-    """Encode `(T, H, W, 3)` uint8 frames (H, W even) as H.264/yuv420p at `path`, atomically."""
-    with atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as container:
+    """Encode `(T, H, W, 3)` uint8 frames (H, W even) as H.264/yuv420p at `path`, atomically.
+    Raises `CannotWrite`."""
+    with writing(path), atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
@@ -34,8 +53,8 @@ def write_mp4(path, frames, fps=FPS):
 
 
 def copy_atomic(src, dst):
-    """Copy `src` over `dst` so that `dst` is never half-written."""
-    with atomic_path(dst) as tmp:
+    """Copy `src` over `dst` so that `dst` is never half-written. Raises `CannotWrite`."""
+    with writing(dst), atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
 

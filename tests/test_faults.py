@@ -1,0 +1,216 @@
+"""What a crash, a damaged file or a full disk leaves behind, and the next run's answer to it.
+
+Most tests start from one tiny finished run (steps 1-4, checkpoints at 2 and 4), copied, then
+damaged, and call the scripts' `main` in this process."""
+
+import dataclasses
+import errno
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from model import checkpoint, training, video
+from model.training import CONV, build, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ["--max_step", 4, "--save_every", 2, "--log_every", 1, "--batch_size", 2]
+
+
+def rerun(train_dir, *flags):
+    """`main_conv.py` over `train_dir` with `FLAGS`, later flags overriding; its exit code."""
+    return main(CONV, "", [str(f) for f in ["--train_dir", train_dir, *FLAGS, *flags]])
+
+
+def steps_in(train_dir):
+    return [checkpoint.read_state(p)["step"] for p in checkpoint.list_checkpoints(train_dir)]
+
+
+def one_line(text):
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    train_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert rerun(train_dir) == 0
+    assert steps_in(train_dir) == [2, 4]
+    return train_dir
+
+
+@pytest.fixture
+def run_dir(finished, tmp_path):
+    """A copy of the finished run to damage."""
+    return shutil.copytree(finished, tmp_path / "run")
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("name", ["model.weights.h5", "train_state.h5", "state.json"])
+def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_used(run_dir, capsys, name):
+    damaged = run_dir / "ckpt-0000004" / name
+    truncate(damaged, keep=0 if name == "train_state.h5" else 0.5)
+    damaged_bytes = damaged.read_bytes()
+    assert rerun(run_dir, "--max_step", 3, "--save_every", 1) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "ckpt-0000004 does not load" in warnings[0], out
+    assert "resuming from step 2" in out
+    # set aside, never deleted, and not counted among the KEEP = 2 that a save keeps: the good
+    # step-2 checkpoint survives the step-3 save
+    assert (run_dir / "ckpt-0000004.damaged" / name).read_bytes() == damaged_bytes
+    assert steps_in(run_dir) == [2, 3]
+
+
+def test_no_checkpoint_loads(run_dir, capsys):
+    for step in (2, 4):
+        truncate(run_dir / f"ckpt-{step:07d}" / "state.json")
+    assert rerun(run_dir) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"no checkpoint in {str(run_dir)!r} loads" in line and "--fresh" in line
+    assert sorted(p.name for p in run_dir.glob("ckpt-*")) == ["ckpt-0000002", "ckpt-0000004"]
+
+
+def test_leftover_temporaries_are_removed(run_dir):
+    (run_dir / ".ckpt-k1ll3d").mkdir()
+    (run_dir / ".ckpt-k1ll3d" / "model.weights.h5").write_bytes(b"half")
+    (run_dir / ".tmp-abc.json").write_text("{")
+    (run_dir / "videos" / ".tmp-xyz.mp4").write_bytes(b"half")
+    assert rerun(run_dir) == 0
+    assert sorted(os.listdir(run_dir)) == ["ckpt-0000002", "ckpt-0000004", "events", "videos"]
+    assert not [n for n in os.listdir(run_dir / "videos") if n.startswith(".")]
+
+
+def test_missing_video_is_written_on_resume(run_dir):
+    (run_dir / "videos" / "step_0000004.mp4").unlink()
+    assert rerun(run_dir) == 0  # already at --max_step: nothing to train, the video all the same
+    assert video.probe(str(run_dir / "videos" / "step_0000004.mp4"))[:3] == ("h264", "yuv420p", 50)
+
+
+@pytest.mark.parametrize("flag, value", [("batch_size", 4), ("num_balls", 3), ("seq_length", 6),
+                                         ("lr", 0.01), ("seed", 1), ("friction", None)])
+def test_resume_refuses_flags_that_change_the_run(run_dir, capsys, flag, value):
+    before = sorted(os.listdir(run_dir))
+    assert rerun(run_dir, f"--{flag}", *([] if value is None else [value])) == 2
+    line = one_line(capsys.readouterr().err)
+    saved = getattr(CONV, flag) if flag != "batch_size" else 2
+    assert f"--{flag} {value or True} (saved: {saved})" in line and "--fresh" in line
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_resume_accepts_new_max_step_save_every_log_every(run_dir, capsys):
+    assert rerun(run_dir, "--save_every", 3, "--log_every", 3) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        training.parse_flags(CONV, ["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--max_step, --save_every, --log_every may change" in help_text
+    assert "is refused (exit 2)" in help_text and "--fresh" in help_text
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shutil.rmtree(run_dir / "ckpt-0000004")  # killed after logging step 4, before saving it
+    assert rerun(run_dir) == 0  # trains steps 3 and 4 again
+    events = EventAccumulator(str(run_dir / "events"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert len(os.listdir(run_dir / "events")) == 2
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "video"])
+def test_write_failure_is_one_line_and_keeps_the_last_checkpoint(run_dir, capfd, monkeypatch,
+                                                                  where):
+    """A simulated full disk (a real one: `test_full_disk`), at the checkpoint or the video."""
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[-1]))
+
+    shutil.rmtree(run_dir / "ckpt-0000004")
+    if where == "checkpoint":
+        monkeypatch.setattr(checkpoint, "write_json", no_space)
+        path = run_dir / "ckpt-0000004"
+    else:
+        monkeypatch.setattr(shutil, "copyfile", no_space)
+        path = run_dir / "videos" / "latest.mp4"
+    assert rerun(run_dir) == 1
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: cannot write {path}: No space left on device"], err
+    assert "Traceback" not in err
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".")]
+    model, optimizer = build(dataclasses.replace(CONV, batch_size=2))
+    last = checkpoint.list_checkpoints(run_dir)[-1]
+    assert checkpoint.restore(last, model, optimizer)["step"] >= 2
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (root only; elsewhere `test_write_failure...` simulates one)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk(finished, tiny_disk):
+    """A disk with 40 kB left (less than a checkpoint): HDF5 crashed (exit 139) once it filled
+    up in mid-write; now the run stops before writing, with one line."""
+    run_dir = shutil.copytree(finished, tiny_disk / "run")
+    shutil.rmtree(run_dir / "ckpt-0000004")
+    usage = shutil.disk_usage(tiny_disk)
+    (tiny_disk / "filler").write_bytes(b"\0" * (usage.free - 40_000))
+    out = subprocess.run(
+        [sys.executable, "main_conv.py", "--train_dir", str(run_dir), *map(str, FLAGS)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {run_dir}/ckpt-0000004: No space left on device")
+    assert "Traceback" not in out.stderr and "HDF5" not in out.stderr
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".")]
+    model, optimizer = build(dataclasses.replace(CONV, batch_size=2))
+    assert checkpoint.restore(run_dir / "ckpt-0000002", model, optimizer)["step"] == 2
+
+
+@pytest.mark.parametrize("train_dir", ["/proc/run", "/sys/run"])
+def test_train_dir_that_cannot_be_written_is_refused_up_front(train_dir, capsys):
+    assert main(CONV, "", ["--train_dir", train_dir]) == 2
+    assert "--train_dir" in one_line(capsys.readouterr().err)
+
+
+def test_writability_check_leaves_nothing_behind(tmp_path):
+    training.parse_flags(CONV, ["--train_dir", str(tmp_path / "new" / "run")])
+    assert os.listdir(tmp_path) == []
+
+
+def test_video_frames_are_captioned():
+    truth = np.zeros((3, 32, 32, 3), np.float32)
+    captions = [("truth", "input, step 7")] + [("truth", "prediction, step 7")] * 2
+    frames = video.side_by_side(truth, truth, captions)
+    plain = video.side_by_side(truth, truth)
+    band, half = video.BAND, (plain.shape[2] + video.GAP) // 2
+    assert frames.shape == (3, band + plain.shape[1], plain.shape[2], 3)
+    np.testing.assert_array_equal(frames[:, band:], plain)
+    for frame in frames:
+        assert (frame[:band, :half - video.GAP] < 128).any()  # text over each panel
+        assert (frame[:band, half:] < 128).any()
+    np.testing.assert_array_equal(frames[0, :band, :half], frames[1, :band, :half])
+    assert (frames[0, :band, half:] != frames[1, :band, half:]).any()  # input, then prediction
+    np.testing.assert_array_equal(frames[1], frames[2])
+
+
+def test_training_videos_are_captioned(finished):
+    height = video.probe(str(finished / "videos" / "step_0000004.mp4"))[4]
+    assert height == video.BAND + 32 * video.SCALE
