@@ -145,7 +145,7 @@ def build(config):
 
     from model.networks import ConvLSTMPredictor, ConvPredictor
 
-    keras.utils.set_random_seed(config.seed)
+    runtime.set_random_seed(config.seed)
     cls = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}[config.model]
     model = cls(context=config.seq_start, keep_prob=config.keep_prob)
     model.build((config.batch_size, config.seq_length, 32, 32, 3))
