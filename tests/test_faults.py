@@ -59,15 +59,28 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_used(run_di
     damaged = run_dir / "ckpt-0000004" / name
     truncate(damaged, keep=0 if name == "train_state.h5" else 0.5)
     damaged_bytes = damaged.read_bytes()
-    assert rerun(run_dir, "--max_step", 3, "--save_every", 1) == 0
+    assert rerun(run_dir, "--max_step", 2) == 0
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "ckpt-0000004 does not load" in warnings[0], out
     assert "resuming from step 2" in out
-    # set aside, never deleted, and not counted among the KEEP = 2 that a save keeps: the good
-    # step-2 checkpoint survives the step-3 save
-    assert (run_dir / "ckpt-0000004.damaged" / name).read_bytes() == damaged_bytes
+    assert (run_dir / "ckpt-0000004.damaged" / name).read_bytes() == damaged_bytes  # kept
+    assert steps_in(run_dir) == [2]
+
+
+def test_resume_before_a_damaged_checkpoint_keeps_the_good_one_and_logs_each_step_once(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir / "ckpt-0000004" / "train_state.h5").write_bytes(b"")
+    assert rerun(run_dir, "--max_step", 3, "--save_every", 1) == 0  # trains step 3 again
+    # `checkpoint.save` keeps the newest KEEP = 2 checkpoints: were the damaged step 4 still
+    # among them, the step-3 save would have deleted the good step 2
     assert steps_in(run_dir) == [2, 3]
+    # TensorBoard drops what the first run logged from step 3 on: steps 3 and 4 are orphans
+    events = EventAccumulator(str(run_dir / "events"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("loss")] == [1, 2, 3]
+    assert len(os.listdir(run_dir / "events")) == 2
 
 
 def test_no_checkpoint_loads(run_dir, capsys):
@@ -116,29 +129,20 @@ def test_resume_accepts_new_max_step_save_every_log_every(run_dir, capsys):
     assert "is refused (exit 2)" in help_text and "--fresh" in help_text
 
 
-def test_tensorboard_shows_each_step_once_after_a_resume(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    shutil.rmtree(run_dir / "ckpt-0000004")  # killed after logging step 4, before saving it
-    assert rerun(run_dir) == 0  # trains steps 3 and 4 again
-    events = EventAccumulator(str(run_dir / "events"))
-    events.Reload()
-    assert [s.step for s in events.Scalars("loss")] == [1, 2, 3, 4]
-    assert len(os.listdir(run_dir / "events")) == 2
-
-
 @pytest.mark.parametrize("where", ["checkpoint", "video"])
 def test_write_failure_is_one_line_and_keeps_the_last_checkpoint(run_dir, capfd, monkeypatch,
                                                                   where):
-    """A simulated full disk (a real one: `test_full_disk`), at the checkpoint or the video."""
+    """A simulated full disk (a real one: `test_full_disk`) at a checkpoint (the last one
+    missing, as if killed before it landed) or a video (the missing one, written on resume)."""
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[-1]))
 
-    shutil.rmtree(run_dir / "ckpt-0000004")
     if where == "checkpoint":
+        shutil.rmtree(run_dir / "ckpt-0000004")
         monkeypatch.setattr(checkpoint, "write_json", no_space)
         path = run_dir / "ckpt-0000004"
     else:
+        (run_dir / "videos" / "step_0000004.mp4").unlink()
         monkeypatch.setattr(shutil, "copyfile", no_space)
         path = run_dir / "videos" / "latest.mp4"
     assert rerun(run_dir) == 1
