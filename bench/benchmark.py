@@ -59,17 +59,17 @@ def bench_simulator(repeats):
 
 def bench_training(config, repeats):
     """The training step end to end, as `training.train` runs it (data made in the background
-    thread, each step queued before the last one's loss is read), per step over blocks of one
-    data chunk's steps; and the compiled step alone on a fixed clip, with the default number of
+    thread, each step queued before the last one's loss is read), per step over blocks of 8
+    steps; and the compiled step alone on a fixed clip, with the default number of
     chains and, where that is not 1, with one chain."""
     from keras import ops
 
     from model.train_step import default_chains, dispatching_ahead, losses_of, make_train_step
-    from model.training import batch_at, batches, build, prefetch_steps
+    from model.training import batch_at, batches, build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)
-    chunk = prefetch_steps(config)
+    chunk = 8  # steps per timed block
     block_seconds = []
     with contextlib.closing(batches(config, 0)) as clips, dispatching_ahead():
         for _ in range(2 + max(2, repeats // chunk)):  # 2 blocks of warm-up

@@ -44,8 +44,7 @@ def setup():
 
     On TensorFlow on a CPU of at most 2 cores, each op runs on one thread and independent ops
     run side by side (`train_step.default_chains`): for these 8x8..32x32 convolutions that is
-    faster than splitting each op over both cores (`bench/benchmark.py --chains 1` shows the
-    one-chain step)."""
+    faster than splitting each op over both cores."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     unused = _UNUSED_BY_TENSORFLOW if os.environ["KERAS_BACKEND"] == "tensorflow" else ()

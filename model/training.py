@@ -21,7 +21,6 @@ from model import checkpoint, runtime
 from systems import bouncing_balls
 
 VIDEO_FRAMES = 50  # length of the rollout videos, true context included
-PREFETCH_SEQUENCES = 128  # clips the data thread makes at a time (8 batches of 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,29 +164,21 @@ def batch_at(config, step):
 
 
 def batches(config, step):
-    """The training clips of steps `step, step + 1, ...` as backend tensors, made in a
-    background thread `prefetch_steps(config)` steps at a time while the caller trains on
-    earlier ones. Chunks, not one batch per step: a data thread waking every step slowed a
-    2-core step by 1-2 ms, waking once per 8 steps does not (`bench/benchmark.py`)."""
+    """The training clips of steps `step, step + 1, ...` as backend tensors, each made in a
+    background thread while the caller trains on the one before (a ConvLSTM batch takes
+    0.55 ms to make, 4 % of a step; `bench/benchmark.py`)."""
     from keras import ops
 
-    chunk = prefetch_steps(config)
-
-    def prepare(first):
-        return [ops.convert_to_tensor(batch_at(config, s)) for s in range(first, first + chunk)]
+    def prepare(step):
+        return ops.convert_to_tensor(batch_at(config, step))
 
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(prepare, step)
         while True:
-            clips = upcoming.result()
-            step += chunk
+            clip = upcoming.result()
+            step += 1
             upcoming = pool.submit(prepare, step)
-            yield from clips
-
-
-def prefetch_steps(config):
-    """Steps per chunk of `batches`: `PREFETCH_SEQUENCES` clips, at least one batch."""
-    return max(1, PREFETCH_SEQUENCES // config.batch_size)
+            yield clip
 
 
 def video_clip(config):
@@ -261,7 +252,6 @@ def train(config, log=print):
     with checkpoint.writing(config.train_dir):
         os.makedirs(config.train_dir, exist_ok=True)
     train_step, sync = make_train_step(model, optimizer)
-    # Compiled once (about 3 s), a video's rollout takes 15 ms instead of 0.4-0.5 s eagerly.
     rollout = compiled_rollout(model)
     losses, times = [], []
     bar = tqdm(total=config.max_step, initial=step, unit="step", dynamic_ncols=True,
