@@ -60,29 +60,40 @@ def bench_simulator(repeats):
 def bench_training(config, repeats):
     """The training step end to end, as `training.train` runs it (data made in the background
     thread, each step queued before the last one's loss is read), per step over blocks of 8
-    steps; and the compiled step alone on a fixed clip, with the default number of
-    chains and, where that is not 1, with one chain."""
+    steps, and the same with each loss read before the next step (`unqueued`); the compiled
+    step alone on a fixed clip, with the default number of chains and, where that is not 1,
+    with one chain; a video's rollout (45 predicted frames), compiled and eager."""
     from keras import ops
 
-    from model.train_step import default_chains, dispatching_ahead, losses_of, make_train_step
-    from model.training import batch_at, batches, build
+    from model.train_step import (compiled_rollout, default_chains, dispatching_ahead,
+                                  losses_of, make_train_step)
+    from model.training import VIDEO_FRAMES, batch_at, batches, build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)
     chunk = 8  # steps per timed block
-    block_seconds = []
-    with contextlib.closing(batches(config, 0)) as clips, dispatching_ahead():
-        for _ in range(2 + max(2, repeats // chunk)):  # 2 blocks of warm-up
+    blocks = {"end_to_end_ms": [], "end_to_end_unqueued_ms": []}
+    with contextlib.closing(batches(config, 0)) as clips:
+        for _ in range(2 + max(2, repeats // chunk)):  # 2 rounds of warm-up
             start = time.perf_counter()
-            list(losses_of(step, clips, chunk))
-            block_seconds.append((time.perf_counter() - start) / chunk)
-    result = {"chains": default_chains(), "end_to_end_ms": stats(block_seconds[2:])}
+            with dispatching_ahead():
+                list(losses_of(step, clips, chunk))
+            blocks["end_to_end_ms"].append((time.perf_counter() - start) / chunk)
+            start = time.perf_counter()
+            for _ in range(chunk):
+                float(step(next(clips)))
+            blocks["end_to_end_unqueued_ms"].append((time.perf_counter() - start) / chunk)
+    result = {"chains": default_chains(), **{k: stats(v[2:]) for k, v in blocks.items()}}
     clip = ops.convert_to_tensor(batch_at(config, 0))
     steps = {"compiled_step_ms": lambda: float(step(clip))}
     if result["chains"] != 1:
         one_chain, _ = make_train_step(model, optimizer, chains=1)
         steps["compiled_step_one_chain_ms"] = lambda: float(one_chain(clip))
-    return {**result, **timed(steps, repeats)}
+    context, horizon = clip[:1, : config.seq_start], VIDEO_FRAMES - config.seq_start
+    rollout = compiled_rollout(model)
+    videos = {"video_rollout_ms": lambda: np.asarray(rollout(context, horizon)),
+              "video_rollout_eager_ms": lambda: np.asarray(model.rollout(context, horizon))}
+    return {**result, **timed(steps, repeats), **timed(videos, max(2, repeats // 20), 1)}
 
 
 def bench_cells(repeats, cells=CELLS):

@@ -37,7 +37,7 @@ def default_chains():
     A step of our small networks is a long chain of small dependent ops, each on one thread
     (`runtime.setup`), which leaves the second core mostly idle; two half-batch chains are
     independent until their gradients are summed, and TensorFlow runs them side by side: a
-    compiled step takes 28 % less time than one chain's (ConvLSTM), 22 % less (conv), on 2
+    compiled step takes about 30 % less time than one chain's (ConvLSTM), 22 % less (conv), on 2
     cores (`bench/benchmark.py`: `compiled_step` vs `compiled_step_one_chain`)."""
     return 2 if small_cpu() else 1
 
@@ -103,8 +103,8 @@ def _jax_step(model, optimizer, chains):
 def dispatching_ahead():
     """Within it, a TensorFlow step call returns before the step has run (asynchronous eager
     execution, for this thread), so that with `losses_of` the Python side of one step overlaps
-    the step before it: 13.5 vs 14.6 ms per ConvLSTM step, 7.4 vs 8.0 ms per conv step, on 2
-    cores. Leaving waits for everything queued. An op that fails while queued fails every later
+    the step before it: 12.2 vs 13.5 ms per ConvLSTM step, 7.6 vs 7.8 ms per conv step, on 2
+    cores (`bench/benchmark.py`: `end_to_end` vs `end_to_end_unqueued`). Leaving waits for everything queued. An op that fails while queued fails every later
     one: let such an error end the run. JAX dispatches asynchronously anyway: a no-op there."""
     if keras.backend.backend() != "tensorflow":
         yield
@@ -134,7 +134,7 @@ def losses_of(step, clips, count):
 
 def compiled_rollout(model):
     """`model.rollout` compiled where the backend allows it cheaply (a graph on TensorFlow:
-    a video's 45 predicted frames in 15 ms instead of 0.3 s); on JAX the eager rollout is used, as
+    a video's 45 predicted frames in 11 ms instead of 0.24 s); on JAX the eager rollout is used, as
     its weights live outside a pure function."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf

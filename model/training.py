@@ -166,7 +166,7 @@ def batch_at(config, step):
 def batches(config, step):
     """The training clips of steps `step, step + 1, ...` as backend tensors, each made in a
     background thread while the caller trains on the one before (a ConvLSTM batch takes
-    0.55 ms to make, 4 % of a step; `bench/benchmark.py`)."""
+    0.6 ms to make, 5 % of a step; `bench/benchmark.py`)."""
     from keras import ops
 
     def prepare(step):

@@ -30,7 +30,8 @@ def test_benchmark_writes_its_json_and_table(tmp_path):
     assert 1_000 < sim["sequences_per_s"] == pytest.approx(16e3 / sim["ms_per_batch"]["median"])
     for model in ("conv_lstm", "conv"):
         figures = report[model]
-        timings = ["end_to_end_ms", "compiled_step_ms"]
+        timings = ["end_to_end_ms", "end_to_end_unqueued_ms", "compiled_step_ms",
+                   "video_rollout_ms", "video_rollout_eager_ms"]
         timings += ["compiled_step_one_chain_ms"] if figures["chains"] != 1 else []
         assert sorted(figures) == sorted(["chains", *timings])
         for key in timings:

@@ -14,8 +14,8 @@ import pytest
 
 from model import checkpoint
 from model.train_step import dispatching_ahead, losses_of, make_train_step
-from model.training import (CONV, UsageError, batch_at, batches, build, parse_flags,
-                            train)
+from model.training import (CONV, CONV_LSTM, UsageError, batch_at, batches, build, main,
+                            parse_flags, train)
 from model.video import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,17 +90,18 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
 
 
-def test_second_run_continues_and_finished_run_exits(tmp_path):
-    args = ["--train_dir", tmp_path, "--save_every", 2, "--batch_size", 2]
-    assert run("main_conv.py", *args, "--max_step", 2).returncode == 0
-    out = run("main_conv.py", *args, "--max_step", 4)
-    assert out.returncode == 0 and "resuming from step 2" in out.stdout
+def test_second_run_continues_and_finished_run_exits(tmp_path, capsys):
+    def again(max_step):  # main_conv.py, in this process
+        args = ["--train_dir", tmp_path, "--save_every", 2, "--batch_size", 2, "--max_step", max_step]
+        return main(CONV, "", [str(a) for a in args])
+
+    assert again(2) == 0
+    assert again(4) == 0 and "resuming from step 2" in capsys.readouterr().out
     assert steps_in(tmp_path) == [2, 4]
     with h5py.File(checkpoint.list_checkpoints(tmp_path)[-1] + "/train_state.h5") as f:
         assert int(f["0000"][()]) == 4  # Adam's iteration count went on from 2
     before = sorted(os.listdir(tmp_path / "videos"))
-    out = run("main_conv.py", *args, "--max_step", 4)
-    assert out.returncode == 0 and "nothing to do" in out.stdout
+    assert again(4) == 0 and "nothing to do" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "videos")) == before and steps_in(tmp_path) == [2, 4]
 
 
@@ -155,11 +156,12 @@ def test_unwritable_train_dir(tmp_path):
         parse_flags(CONV, ["--train_dir", str(blocker)])
 
 
-def test_wrong_model_in_train_dir(tmp_path):
-    assert run("main_conv.py", "--train_dir", tmp_path, "--max_step", 1).returncode == 0
-    out = run("main_conv_lstm.py", "--train_dir", tmp_path, "--max_step", 2)
-    assert out.returncode == 2 and "holds a 'conv' run" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_wrong_model_in_train_dir(tmp_path, capsys):
+    assert main(CONV, "", ["--train_dir", str(tmp_path), "--max_step", "1"]) == 0
+    capsys.readouterr()
+    assert main(CONV_LSTM, "", ["--train_dir", str(tmp_path), "--max_step", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a 'conv' run" in err and len(err.strip().splitlines()) == 1
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
