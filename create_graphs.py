@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -60,14 +59,12 @@ def parse_flags(argv=None):
 
 
 def check_writable(prefix):
-    """Raise `UsageError` unless a file can be made in the folder of `prefix` (made if missing)."""
+    """Raise `UsageError` unless the folder of `prefix` (made if missing) can be written."""
     folder = os.path.dirname(prefix) or "."
     try:
         if not os.path.exists(folder):
             os.makedirs(folder)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.remove(probe)
+        checkpoint.probe_writable(folder)
     except OSError as error:
         raise UsageError(f"--out {prefix!r} cannot be written: {folder} "
                          f"({error.strerror or error})") from error
@@ -291,18 +288,14 @@ def write_gif(path, frames):
                    duration=durations, loop=0)
 
 
-class OutputError(Exception):
-    """An output that could not be written: one line, exit code 1."""
-
-
 def write_outputs(writers):
-    """Run `{path: write(tmp_path)}`; the files land only once all were written."""
-    try:
-        with contextlib.ExitStack() as stack:
-            for path, write in writers.items():
+    """Run `{path: write(tmp_path)}`; the files land only once all were written. Raises
+    `checkpoint.CannotWrite` naming the file that failed."""
+    folder = os.path.dirname(next(iter(writers))) or "."
+    with checkpoint.writing(folder), contextlib.ExitStack() as stack:  # the renames at its end
+        for path, write in writers.items():
+            with checkpoint.writing(path):
                 write(stack.enter_context(checkpoint.atomic_path(path)))
-    except OSError as error:
-        raise OutputError(f"cannot write {path} ({error.strerror or error})") from error
 
 
 def print_table(columns, horizon):
@@ -357,7 +350,7 @@ def main(argv=None):
             args.out + ".json": lambda p: checkpoint.write_json(p, record),
             gif: lambda p: write_gif(p, frames),
         })
-    except OutputError as error:
+    except checkpoint.CannotWrite as error:
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}.csv, .png, _psnr_ssim.png, .json and {gif}")

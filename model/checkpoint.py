@@ -53,6 +53,12 @@ def writing(path):
         raise CannotWrite(f"cannot write {path}: {cause}") from None
 
 
+def probe_writable(folder):
+    """Make and remove a temporary folder in `folder`; raises `OSError` where that fails
+    (`os.access` says yes to /proc and /sys for root)."""
+    os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=folder))
+
+
 def save(train_dir, step, model, optimizer, state):
     """Write checkpoint `step` into `train_dir` atomically; return its path. Raises
     `CannotWrite`; the checkpoints already there stay as they were."""

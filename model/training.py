@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -126,13 +125,12 @@ def validate(config):
 
 
 def _check_writable(train_dir):
-    """Make and remove a folder where the run will write first: `os.access` passes /proc and
-    /sys for root."""
+    """Raise `UsageError` unless the nearest existing folder of `train_dir` can be written."""
     path = os.path.abspath(train_dir)
     while not os.path.exists(path):
         path = os.path.dirname(path)
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=path))
+        checkpoint.probe_writable(path)
     except OSError as error:
         raise UsageError(f"--train_dir {train_dir!r} is not writable "
                          f"({path}: {error.strerror or error})") from None

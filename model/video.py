@@ -30,7 +30,7 @@ def side_by_side(truth, prediction, captions=None):
 
 def _band(left, right, width):
     """A `(BAND, width, 3)` white band with `left` over the left panel, `right` over the right."""
-    from PIL import Image, ImageDraw  # Pillow comes with matplotlib
+    from PIL import Image, ImageDraw
 
     band = Image.new("RGB", (width, BAND), "white")
     draw = ImageDraw.Draw(band)
