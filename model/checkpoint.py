@@ -59,9 +59,11 @@ def probe_writable(folder):
     os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=folder))
 
 
-def save(train_dir, step, model, optimizer, state):
-    """Write checkpoint `step` into `train_dir` atomically; return its path. Raises
-    `CannotWrite`; the checkpoints already there stay as they were."""
+def save(train_dir, step, model, optimizer, state, keep_every=0):
+    """Write checkpoint `step` into `train_dir` atomically; return its path. Then remove all
+    but the newest `KEEP` checkpoints, except milestones: steps that are multiples of
+    `keep_every` (0: none) stay for good. Raises `CannotWrite`; the checkpoints already there
+    stay as they were."""
     final = os.path.join(train_dir, f"ckpt-{step:07d}")
     variables = _train_state(model, optimizer)
     with writing(final):
@@ -84,8 +86,14 @@ def save(train_dir, step, model, optimizer, state):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     for old in list_checkpoints(train_dir)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        if not (keep_every and step_of(old) % keep_every == 0):
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def step_of(path):
+    """The step of checkpoint folder `path` (`.../ckpt-0001000` -> 1000)."""
+    return int(PATTERN.match(os.path.basename(path)).group(1))
 
 
 def _check_space(folder, variables):

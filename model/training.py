@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0  # seeds the weights, the dropout and the data stream
     save_every: int = 1000  # steps between checkpoints and videos
     log_every: int = 100  # steps between logged losses
+    keep_every: int = 10_000  # checkpoints at multiples of this are kept for good (0: none)
     fresh: bool = False  # delete this run's checkpoints, videos and events first
 
 
@@ -56,10 +57,12 @@ HELP = {
     "seed": "seed for the initial weights, dropout and the simulated data",
     "save_every": "steps between checkpoints and rollout videos",
     "log_every": "steps between logged losses",
+    "keep_every": "keep the checkpoints at multiples of this step for good (milestones to "
+                  "evaluate later, about 0.1 MB each), besides the newest two; 0 keeps none",
     "fresh": "delete this run's checkpoints, videos and events and start from step 0",
 }
 
-RESUMABLE = ("max_step", "save_every", "log_every")  # flags a resumed run may change
+RESUMABLE = ("max_step", "save_every", "log_every", "keep_every")  # flags a resumed run may change
 EPILOG = (
     "Rerunning with the same --train_dir resumes from its newest complete checkpoint. "
     f"On resume, {', '.join('--' + name for name in RESUMABLE)} may change; a different value "
@@ -107,6 +110,11 @@ def validate(config):
     for name in ("batch_size", "max_step", "seq_length", "save_every", "log_every", "num_balls"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(config, name)}")
+    if config.keep_every < 0:
+        raise UsageError(f"--keep_every must be 0 or a positive integer, got {config.keep_every}")
+    if config.keep_every % config.save_every:
+        raise UsageError(f"--keep_every ({config.keep_every}) must be a multiple of --save_every "
+                         f"({config.save_every}), or no checkpoint lands on a milestone")
     if not config.lr > 0 or not np.isfinite(config.lr):
         raise UsageError(f"--lr must be a positive number, got {config.lr}")
     if not 0 < config.keep_prob <= 1:
@@ -341,7 +349,7 @@ def _log_losses(bar, events, step, losses, times):
 
 def _save(config, model, optimizer, step, rollout):
     state = {"config": dataclasses.asdict(config), "data": {"seed": config.seed, "next_step": step}}
-    checkpoint.save(config.train_dir, step, model, optimizer, state)
+    checkpoint.save(config.train_dir, step, model, optimizer, state, config.keep_every)
     write_video(model, config, step, rollout)
 
 
