@@ -1,35 +1,24 @@
 """Reconstruction error against prediction step, ConvLSTM vs conv, over random sequences.
 
-Both models see the same simulated clips, in two alignments of step 0:
-- ours (`conv_lstm`, `conv`): ConvLSTM gets true frames 0..4, the conv model true frame 4;
-  step k compares the prediction of frame 5 + k with the truth.
-- the 2016 code's (`conv_lstm_2016`, `conv_2016`), as its 50-frame video graphs kept their
-  outputs: ConvLSTM gets true frames 0..4 and its prediction of frame 5 is fed back, not kept,
-  so step k is its prediction of frame 6 + k; the conv model gets true frame 0 and step k is its
-  prediction of frame 1 + k.
+Both models see the same simulated clips, in two alignments of step 0 (`model/evaluation.py`
+says which frames each gets and predicts): ours, where both predict frame 5 + k, and the 2016
+video graphs', where the ConvLSTM predicts frame 6 + k and the conv model frame 1 + k.
 Writes `<out>.csv`, `<out>.png` (the 2016 alignment beside the original's figure, ours beside
 it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--out`.
 """
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
 
 import numpy as np
 
 from model import checkpoint
+from model.evaluation import (ALIGNMENTS, CONTEXT, LABELS, MODELS, SERIES, eval_clips,
+                              evaluate, load_run, mean_and_ci95, predict)
 from model.training import CONV, CONV_LSTM, Parser, UsageError
 
-CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only one of them
-MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
-LABELS = {"conv_lstm": "ConvLSTM", "conv": "conv"}
-ALIGNMENTS = {
-    "": "our alignment: ConvLSTM in 0-4, conv in 4, step 0 = frame 5",
-    "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1",
-}
-SERIES = ["conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "figs", "original_2016_conv_lstm_vs_conv.png")
 GIF_SEQUENCES, GIF_SCALE, GIF_GAP, GIF_BAND = 3, 5, 8, 24  # rows; px per pixel, between, text
@@ -45,6 +34,10 @@ def parse_flags(argv=None):
     parser.add_argument("--conv_lstm_dir", default=CONV_LSTM.train_dir,
                         help="training folder of the ConvLSTM run")
     parser.add_argument("--conv_dir", default=CONV.train_dir, help="training folder of conv")
+    parser.add_argument("--conv_lstm_step", type=int,
+                        help="evaluate the ConvLSTM checkpoint at this step (default: newest)")
+    parser.add_argument("--conv_step", type=int,
+                        help="evaluate the conv checkpoint at this step (default: newest)")
     parser.add_argument("--pretrained_dir", default="checkpoints/pretrained",
                         help="shipped weights, used where a training folder holds no checkpoint")
     parser.add_argument("--out", default="figs/conv_lstm_vs_conv",
@@ -70,35 +63,6 @@ def check_writable(prefix):
                          f"({error.strerror or error})") from error
 
 
-def find_weights(name, train_dir, pretrained_dir):
-    """The latest checkpoint in `train_dir`, else the shipped one; raises `UsageError`."""
-    found = checkpoint.list_checkpoints(train_dir)
-    if found:
-        return found[-1]
-    shipped = os.path.join(pretrained_dir, name)
-    if os.path.isfile(os.path.join(shipped, "state.json")):
-        return shipped
-    raise UsageError(
-        f"no weights for the {name} model in {train_dir} or {shipped}; "
-        f"train them with `python {MODELS[name][1]}`"
-    )
-
-
-def load(name, path):
-    """The predictor stored at checkpoint folder `path`, and its training step."""
-    from model.training import build
-
-    try:
-        state = checkpoint.read_state(path)
-        config = dataclasses.replace(MODELS[name][0], **state["config"])
-        model, _ = build(config)
-        checkpoint.restore(path, model)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"cannot read the {name} weights in {path} ({error}); "
-                         f"retrain with `python {MODELS[name][1]} --fresh`") from error
-    return model, state["step"]
-
-
 def describe_weights(paths, steps, pretrained_dir):
     """`(text, mixed)`: which weights at which steps, and whether their sources or steps differ."""
     shipped = {n: os.path.dirname(os.path.abspath(p)) == os.path.abspath(pretrained_dir)
@@ -108,81 +72,13 @@ def describe_weights(paths, steps, pretrained_dir):
                        f"(step {steps[n]:,})" for n in paths), mixed
 
 
-def ssim(a, b, window=7):
-    """Mean SSIM of `(..., H, W, C)` images in [0, 1]: Gaussian-free 7x7 windows, sample
-    covariance, per channel, averaged (scikit-image's defaults)."""
-    from keras import ops
-
-    c1, c2 = 0.01**2, 0.03**2
-    shape = a.shape
-    a, b = (ops.reshape(ops.convert_to_tensor(x), (-1, *shape[-3:])) for x in (a, b))
-    maps = ops.concatenate([a, b, a * a, b * b, a * b], axis=-1)  # one pooling for all five
-    means = ops.average_pool(maps, pool_size=window, strides=1, padding="valid")
-    ma, mb, maa, mbb, mab = ops.split(means, 5, axis=-1)
-    n = window * window / (window * window - 1)  # sample (ddof=1) statistics
-    va, vb, cov = (maa - ma * ma) * n, (mbb - mb * mb) * n, (mab - ma * mb) * n
-    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-    return np.asarray(ops.mean(s, axis=(-3, -2, -1))).reshape(shape[:-3])
-
-
-def metrics(prediction, truth):
-    """Per sequence and step: summed squared error, PSNR (dB), SSIM; each `(B, N)`."""
-    sse = np.sum((prediction - truth) ** 2, axis=(-3, -2, -1))
-    shown = np.clip(prediction, 0.0, 1.0)
-    mse = np.mean((shown - truth) ** 2, axis=(-3, -2, -1))
-    psnr = 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
-    return sse, psnr, ssim(shown, truth)
-
-
-def eval_clips(count, horizon, rng):
-    """`(count, CONTEXT + 1 + horizon, 32, 32, 3)`: enough frames for both alignments."""
-    from systems.bouncing_balls import generate
-
-    return generate(count, CONTEXT + 1 + horizon, rng=rng)
-
-
-def predict(rollouts, clips, horizon):
-    """`{series: (prediction, truth)}`, each `(B, horizon, 32, 32, 3)`, for `SERIES`."""
-    lstm = np.asarray(rollouts["conv_lstm"](clips[:, :CONTEXT], horizon + 1))  # frames 5..
-    starts = np.concatenate([clips[:, CONTEXT - 1 : CONTEXT], clips[:, :1]])  # one call for both
-    conv, conv_2016 = np.split(np.asarray(rollouts["conv"](starts, horizon)), 2)
-    ours = clips[:, CONTEXT : CONTEXT + horizon]
-    return {"conv_lstm": (lstm[:, :horizon], ours), "conv": (conv, ours),
-            "conv_lstm_2016": (lstm[:, 1:], clips[:, CONTEXT + 1 :]),
-            "conv_2016": (conv_2016, clips[:, 1 : 1 + horizon])}
-
-
-def evaluate(models, num_sequences, horizon, seed, batch_size):
-    """`{series: {"sse"|"psnr"|"ssim": (num_sequences, horizon)}}` for `SERIES`, all from one
-    set of clips."""
-    from tqdm import tqdm
-
-    from model.train_step import compiled_rollout
-
-    rollouts = {name: compiled_rollout(model) for name, model in models.items()}
-    rng = np.random.default_rng(seed)
-    results = {series: {"sse": [], "psnr": [], "ssim": []} for series in SERIES}
-    with tqdm(total=num_sequences, unit="seq", desc="evaluating", leave=False,
-              disable=None) as bar:  # no bar where stderr is not a terminal
-        for start in range(0, num_sequences, batch_size):
-            count = min(batch_size, num_sequences - start)
-            pairs = predict(rollouts, eval_clips(count, horizon, rng), horizon)
-            for series, (prediction, truth) in pairs.items():
-                for key, value in zip(("sse", "psnr", "ssim"), metrics(prediction, truth)):
-                    results[series][key].append(value)
-            bar.update(count)
-    return {s: {k: np.concatenate(v) for k, v in r.items()} for s, r in results.items()}
-
-
 def summarise(results):
     """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR, SSIM."""
     columns = {}
     for key in ("sse", "psnr", "ssim"):
         for series in SERIES:
-            values = results[series][key]
             name = series if key == "sse" else f"{series}_{key}"
-            columns[name] = values.mean(axis=0)
-            columns[f"{name}_ci95"] = 1.96 * values.std(axis=0, ddof=1) / np.sqrt(len(values))
+            columns[name], columns[f"{name}_ci95"] = mean_and_ci95(results[series][key])
     order = SERIES + [f"{s}_ci95" for s in SERIES]
     return {c: columns[c] for c in order + [c for c in columns if c not in order]}
 
@@ -311,13 +207,16 @@ def print_table(columns, horizon):
 
 def load_models(args):
     """`(paths, models, steps)`, each keyed by model name; raises `UsageError`."""
-    dirs = {"conv_lstm": args.conv_lstm_dir, "conv": args.conv_dir}
-    paths = {n: find_weights(n, dirs[n], args.pretrained_dir) for n in MODELS}
     from model import runtime
 
     runtime.setup()
-    loaded = {n: load(n, p) for n, p in paths.items()}
-    return paths, {n: m for n, (m, _) in loaded.items()}, {n: s for n, (_, s) in loaded.items()}
+    loaded = {n: load_run(n, getattr(args, f"{n}_dir"), getattr(args, f"{n}_step"),
+                          args.pretrained_dir, warn=_warn) for n in MODELS}
+    return tuple({n: run[i] for n, run in loaded.items()} for i in range(3))
+
+
+def _warn(message):
+    print(f"create_graphs.py: {message}", file=sys.stderr)
 
 
 def main(argv=None):

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 import create_graphs
-from create_graphs import CONTEXT, GIF_BAND, GIF_GAP, GIF_SCALE, GIF_SEQUENCES
+from create_graphs import GIF_BAND, GIF_GAP, GIF_SCALE, GIF_SEQUENCES
+from model import evaluation
+from model.evaluation import CONTEXT
 from model.training import CONV, CONV_LSTM, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +34,7 @@ def tiny_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return {n: create_graphs.load(n, os.path.join(SHIPPED, n))[0] for n in create_graphs.MODELS}
+    return {n: evaluation.load(n, os.path.join(SHIPPED, n))[0] for n in create_graphs.MODELS}
 
 
 def graphs(tiny_runs, out, *extra):
@@ -148,7 +150,7 @@ def test_unwritable_out_exits_2_before_evaluating(tmp_path, capsys, monkeypatch,
     (tmp_path / "file").write_text("")
     out = {"under_a_file": tmp_path / "file" / "g", "proc": "/proc/no_such_dir/g",
            "read_only": tmp_path / "ro" / "g"}[where]
-    monkeypatch.setattr(create_graphs, "load", _never)
+    monkeypatch.setattr(create_graphs, "load_run", _never)
     monkeypatch.setattr(create_graphs, "evaluate", _never)
     assert create_graphs.main(["--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -204,23 +206,23 @@ def test_missing_weights_name_the_training_command(tmp_path):
 def test_ssim_matches_definition():
     rng = np.random.default_rng(0)
     a = rng.random((2, 16, 16, 3))
-    assert np.allclose(create_graphs.ssim(a, a), 1.0)
+    assert np.allclose(evaluation.ssim(a, a), 1.0)
     noisy = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
-    assert np.all(create_graphs.ssim(a, noisy) < 0.9)
+    assert np.all(evaluation.ssim(a, noisy) < 0.9)
     # one 7x7 window: SSIM from its textbook formula with sample (ddof=1) statistics
     x, y = a[0, :7, :7, 0], noisy[0, :7, :7, 0]
     c1, c2 = 0.01**2, 0.03**2
     cov = np.cov(x.ravel(), y.ravel())
     want = ((2 * x.mean() * y.mean() + c1) * (2 * cov[0, 1] + c2)) / (
         (x.mean() ** 2 + y.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2))
-    got = create_graphs.ssim(x[None, :, :, None], y[None, :, :, None])
+    got = evaluation.ssim(x[None, :, :, None], y[None, :, :, None])
     np.testing.assert_allclose(got, [want], rtol=1e-6)
 
 
 def test_shipped_weights_predict_well(shipped):
     """Robust to a retrained ConvLSTM: it beats conv at steps 1-10 in our alignment, both
     start well below a black frame's error, and the ConvLSTM stays below it to step 10."""
-    steps = {n: create_graphs.load(n, os.path.join(SHIPPED, n))[1] for n in shipped}
+    steps = {n: evaluation.load(n, os.path.join(SHIPPED, n))[1] for n in shipped}
     results = create_graphs.evaluate(shipped, 60, 11, 1, 60)
     lstm, conv = (results[n]["sse"].mean(axis=0) for n in ("conv_lstm", "conv"))
     clips = create_graphs.eval_clips(60, 11, np.random.default_rng(1))
