@@ -37,7 +37,7 @@ def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, fricti
         size: Side of the square frame in pixels.
         num_balls: Balls per sequence, at most `max_balls(radius)`.
         radius: Ball radius in world units (the box has side 10).
-        friction: Add a slight downward pull and a 0.5 % drag per sub-step.
+        friction: Add a slight downward pull, then a 0.5 % drag, per sub-step.
         rng: A `np.random.Generator`, an int seed, or `None` for fresh entropy.
 
     Returns:
@@ -145,18 +145,19 @@ def _substep(x, v, radius, friction):
     for i in range(balls):
         for k in range(2):
             x[i, k] = x[i, k] + v[i, k] / SUBSTEPS
-        if friction:
-            above_floor = x[i, 1] + radius < BOX
+        if friction:  # gravity, then drag: the original's order
+            v[i, 1] += GRAVITY * (x[i, 1] + radius < BOX)
             for k in range(2):
                 v[i, k] = v[i, k] * (1.0 - DRAG)
-            v[i, 1] += GRAVITY * above_floor
         for k in range(2):
             if x[i, k] - radius < 0.0:
                 v[i, k] = abs(v[i, k])
             if x[i, k] + radius > BOX:
                 v[i, k] = -abs(v[i, k])
-    for a in range(balls):  # equal masses: an approaching touching pair swaps normal velocities
-        for b in range(a + 1, balls):
+    # the original's pair order (1, 0), (2, 0), (2, 1), ...; equal masses: an approaching
+    # touching pair swaps normal velocities, each pair's before the next is tested
+    for a in range(balls):
+        for b in range(a):
             d0, d1 = x[a, 0] - x[b, 0], x[a, 1] - x[b, 1]
             dist = np.sqrt(d0 * d0 + d1 * d1)
             n0, n1 = d0 / max(dist, 1e-12), d1 / max(dist, 1e-12)

@@ -20,13 +20,12 @@ def trajectories(x, v, seq_length, radius, friction=False):
 
 def _substep(x, v, radius, friction):
     x = x + v / SUBSTEPS
-    if friction:
-        above_floor = x[..., 1] + radius < BOX
+    if friction:  # gravity, then drag
+        v[..., 1] += GRAVITY * (x[..., 1] + radius < BOX)
         v = v * (1.0 - DRAG)
-        v[..., 1] += GRAVITY * above_floor
     v = np.where(x - radius < 0.0, np.abs(v), v)
     v = np.where(x + radius > BOX, -np.abs(v), v)
-    for a, b in zip(*np.triu_indices(x.shape[1], k=1)):
+    for a, b in zip(*np.tril_indices(x.shape[1], k=-1)):  # (1, 0), (2, 0), (2, 1), ...
         d = x[:, a] - x[:, b]  # (B, 2)
         dist = np.linalg.norm(d, axis=-1, keepdims=True)
         n = d / np.maximum(dist, 1e-12)

@@ -53,7 +53,33 @@ def test_clips_of_a_seed_are_pinned():
     np.testing.assert_allclose(vel[3, 0], [[0.17976514, -0.01228057], [-0.37601689, -0.2759438]],
                                rtol=1e-7)
     frames = generate(2, 20, num_balls=5, radius=1.0, friction=True, rng=3)
-    np.testing.assert_allclose(frames.sum(dtype=np.float64), 11444.6403621, rtol=1e-8)
+    np.testing.assert_allclose(frames.sum(dtype=np.float64), 11449.7866231, rtol=1e-8)
+
+
+def test_friction_adds_gravity_then_drag():
+    """The original's order within a sub-step: `v = (v + g) * (1 - drag)`, gravity on y only
+    while the ball is above the floor; the walls come after."""
+    x = np.array([[[5.0, 5.0]], [[5.0, 8.9]]])  # in mid-air; resting on the floor (y + R > 10)
+    v = np.array([[[0.1, -0.2]], [[0.1, 0.0]]])
+    _, vel = bb.trajectories(x, v, 2, friction=True)
+    keep = 1.0 - bb.DRAG
+    mid_air = [0.1 * keep**2, ((-0.2 + bb.GRAVITY) * keep + bb.GRAVITY) * keep]
+    np.testing.assert_allclose(vel[0, 1, 0], mid_air, rtol=1e-14)
+    np.testing.assert_allclose(vel[1, 1, 0], [0.1 * keep**2, 0.0], rtol=1e-14, atol=0)
+
+
+def test_collision_pairs_in_the_original_order():
+    """Pairs are resolved one at a time as `(1, 0), (2, 0), (2, 1)`, each pair's new velocities
+    in place before the next is tested. Three touching balls in a row, the outer two moving in:
+    (1, 0) swaps first, then (2, 1) passes ball 0's velocity on to ball 2, leaving 0 at rest.
+    (Any order that keeps each two pairs sharing a ball in this relative order is the same
+    computation; `(0, 1), (0, 2), (1, 2)` is one.)"""
+    x = np.array([[3.0, 5.0], [5.3, 5.0], [7.6, 5.0]])  # 2.3 apart (2 R = 2.4)
+    v = np.array([[0.1, 0.0], [0.0, 0.0], [-0.1, 0.0]])
+    _, ref_v = reference._substep(x[None], v[None].copy(), R, False)
+    bb._substep(x, v, R, False)  # one sub-step, in place
+    np.testing.assert_allclose(v, [[0.0, 0.0], [-0.1, 0.0], [0.1, 0.0]], atol=1e-15)
+    np.testing.assert_array_equal(ref_v[0], v)
 
 
 def test_collisions_only_while_approaching():
