@@ -125,7 +125,7 @@ def test_resume_accepts_new_max_step_save_every_log_every(run_dir, capsys):
     with pytest.raises(SystemExit):
         training.parse_flags(CONV, ["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--max_step, --save_every, --log_every may change" in help_text
+    assert "--max_step, --save_every, --log_every, --keep_every may change" in help_text
     assert "is refused (exit 2)" in help_text and "--fresh" in help_text
 
 
