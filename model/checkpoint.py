@@ -77,11 +77,13 @@ def save(train_dir, step, model, optimizer, state, keep_every=0):
                     f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
                     f[f"{i:04d}"].attrs["path"] = variable.path
             write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
-            _fsync_dir(tmp)
+            for name in ("model.weights.h5", "train_state.h5"):  # write_json syncs its own
+                _fsync(os.path.join(tmp, name))
+            _fsync(tmp)
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(train_dir)
+            _fsync(train_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -179,7 +181,8 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def _fsync_dir(path):
+def _fsync(path):
+    """Flush a file's or a folder's data (a folder's: its entries) to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
