@@ -218,3 +218,16 @@ def test_video_frames_are_captioned():
 def test_training_videos_are_captioned(finished):
     height = video.probe(str(finished / "videos" / "step_0000004.mp4"))[4]
     assert height == video.BAND + 32 * video.SCALE
+
+
+def test_fresh_starts_over_with_other_flags(run_dir, capsys):
+    """`--fresh` with another seed: no refusal, no resume, and nothing of the old run left to
+    be resumed or shown later (its step-4 checkpoint would be newer than the new run's)."""
+    assert rerun(run_dir, "--fresh", "--seed", 1, "--max_step", 2) == 0
+    assert "resuming" not in capsys.readouterr().out
+    [path] = checkpoint.list_checkpoints(run_dir)
+    model, optimizer = build(dataclasses.replace(CONV, batch_size=2, seed=1))
+    assert checkpoint.restore(path, model, optimizer)["config"]["seed"] == 1
+    assert checkpoint.step_of(path) == 2 and int(optimizer.iterations) == 2  # Adam started over
+    assert sorted(os.listdir(run_dir / "videos")) == ["latest.mp4", "step_0000002.mp4"]
+    assert len(os.listdir(run_dir / "events")) == 1
