@@ -4,7 +4,9 @@ Both models see the same simulated clips, in two alignments of step 0 (`model/ev
 says which frames each gets and predicts): ours, where both predict frame 5 + k, and the 2016
 video graphs', where the ConvLSTM predicts frame 6 + k and the conv model frame 1 + k.
 Writes `<out>.csv`, `<out>.png` (the 2016 alignment beside the original's figure, ours beside
-it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--out`.
+it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--out`: by default
+`results/` in this repository, so the committed `figs/` change only when `--out` names them.
+Default folders are this repository's, from any working folder.
 """
 
 import argparse
@@ -14,10 +16,10 @@ import sys
 
 import numpy as np
 
-from model import checkpoint
+from model import checkpoint, runtime
 from model.evaluation import (ALIGNMENTS, CONTEXT, LABELS, MODELS, SERIES, eval_clips,
                               evaluate, load_run, mean_and_ci95, predict)
-from model.training import CONV, CONV_LSTM, Parser, UsageError
+from model.training import CONV, CONV_LSTM, REPO, Parser, UsageError
 
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -27,22 +29,31 @@ GIF_MS = 250  # per frame, as the original's 4 frames per second
 
 def parse_flags(argv=None):
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_sequences", type=int, default=1200, help="sequences averaged")
-    parser.add_argument("--seed", type=int, default=2016, help="seed of the evaluation sequences")
-    parser.add_argument("--horizon", type=int, default=24, help="predicted frames per sequence")
-    parser.add_argument("--batch_size", type=int, default=200, help="sequences per forward pass")
-    parser.add_argument("--conv_lstm_dir", default=CONV_LSTM.train_dir,
-                        help="training folder of the ConvLSTM run")
-    parser.add_argument("--conv_dir", default=CONV.train_dir, help="training folder of conv")
+    parser.add_argument("--num_sequences", type=int, default=1200,
+                        help="sequences averaged (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=2016,
+                        help="seed of the evaluation sequences (default: %(default)s)")
+    parser.add_argument("--horizon", type=int, default=24,
+                        help="predicted frames per sequence (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=200,
+                        help="sequences per forward pass (default: %(default)s)")
+    parser.add_argument("--conv_lstm_dir", default=os.path.join(REPO, CONV_LSTM.train_dir),
+                        help="training folder of the ConvLSTM run (default: %(default)s)")
+    parser.add_argument("--conv_dir", default=os.path.join(REPO, CONV.train_dir),
+                        help="training folder of conv (default: %(default)s)")
     parser.add_argument("--conv_lstm_step", type=int,
-                        help="evaluate the ConvLSTM checkpoint at this step (default: newest)")
+                        help="evaluate the ConvLSTM checkpoint at this step (default: the "
+                             "newest that loads)")
     parser.add_argument("--conv_step", type=int,
-                        help="evaluate the conv checkpoint at this step (default: newest)")
-    parser.add_argument("--pretrained_dir", default="checkpoints/pretrained",
-                        help="shipped weights, used where a training folder holds no checkpoint")
-    parser.add_argument("--out", default="figs/conv_lstm_vs_conv",
+                        help="evaluate the conv checkpoint at this step (default: the newest "
+                             "that loads)")
+    parser.add_argument("--pretrained_dir", default=os.path.join(REPO, "checkpoints", "pretrained"),
+                        help="shipped weights, used where a training folder holds no checkpoint "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "conv_lstm_vs_conv"),
                         help="output prefix: .csv, .png, _psnr_ssim.png, .json; rollouts.gif "
-                             "goes into its folder")
+                             "goes into its folder (default: %(default)s; the committed "
+                             "figures: --out figs/conv_lstm_vs_conv)")
     args = parser.parse_args(argv)
     for name in ("num_sequences", "horizon", "batch_size"):
         if getattr(args, name) < 1:
@@ -64,12 +75,16 @@ def check_writable(prefix):
 
 
 def describe_weights(paths, steps, pretrained_dir):
-    """`(text, mixed)`: which weights at which steps, and whether their sources or steps differ."""
+    """`(text, mark)`: which weights at which steps, and where their sources or steps differ
+    a short line saying so for the GIF ("" where they do not)."""
     shipped = {n: os.path.dirname(os.path.abspath(p)) == os.path.abspath(pretrained_dir)
                for n, p in paths.items()}
     mixed = len(set(shipped.values())) > 1 or len(set(steps.values())) > 1
-    return " vs ".join(f"{LABELS[n]} {'shipped' if shipped[n] else paths[n]} "
-                       f"(step {steps[n]:,})" for n in paths), mixed
+    text = " vs ".join(f"{LABELS[n]} {'shipped' if shipped[n] else paths[n]} "
+                       f"(step {steps[n]:,})" for n in paths)
+    mark = "MIXED WEIGHTS: " + ", ".join(f"{LABELS[n]} step {steps[n]:,}"
+                                         f"{' (shipped)' if shipped[n] else ''}" for n in paths)
+    return text, mark if mixed else ""
 
 
 def summarise(results):
@@ -152,9 +167,10 @@ def rollout_examples(models, horizon, seed):
     return np.stack([np.asarray(r) for r in rows], axis=1)
 
 
-def gif_frames(examples):
+def gif_frames(examples, mark=""):
     """`(horizon, H, W, 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, scaled
-    up `GIF_SCALE` times, with column titles and a step counter drawn in."""
+    up `GIF_SCALE` times, with column titles and a step counter drawn in; a `mark` (mixed
+    weights) in red in a band of its own below."""
     from PIL import Image, ImageDraw, ImageFont
 
     pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, 32, 32, 3)
@@ -162,16 +178,19 @@ def gif_frames(examples):
                     [(0, 0)] * 3 + [(GIF_GAP // 2,) * 2] * 2 + [(0, 0)], constant_values=255)
     rows, columns, steps, side = pixels.shape[:4]
     grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * side, columns * side, 3)
-    grid = np.pad(grid, [(0, 0), (GIF_BAND, GIF_BAND), (0, 0), (0, 0)], constant_values=255)
+    bands = (GIF_BAND, GIF_BAND * (2 if mark else 1))
+    grid = np.pad(grid, [(0, 0), bands, (0, 0), (0, 0)], constant_values=255)
     font = ImageFont.load_default(size=16)
     images = [Image.fromarray(frame) for frame in grid]
     for k, image in enumerate(images):
         draw = ImageDraw.Draw(image)
         for c, label in enumerate(("truth", "ConvLSTM", "conv")):
             draw.text(((c + 0.5) * side, GIF_BAND // 2), label, "black", font, anchor="mm")
-        draw.text((GIF_GAP, image.height - GIF_BAND // 2),
+        draw.text((GIF_GAP, image.height - bands[1] + GIF_BAND // 2),
                   f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)", "black", font,
                   anchor="lm")
+        if mark:
+            draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", font, anchor="lm")
     return np.stack([np.asarray(image) for image in images])
 
 
@@ -206,9 +225,8 @@ def print_table(columns, horizon):
 
 
 def load_models(args):
-    """`(paths, models, steps)`, each keyed by model name; raises `UsageError`."""
-    from model import runtime
-
+    """`(paths, models, steps)`, each keyed by model name; raises `UsageError` and
+    `runtime.Unavailable`."""
     runtime.setup()
     loaded = {n: load_run(n, getattr(args, f"{n}_dir"), getattr(args, f"{n}_step"),
                           args.pretrained_dir, warn=_warn) for n in MODELS}
@@ -220,38 +238,48 @@ def _warn(message):
 
 
 def main(argv=None):
+    """The exit code: 2 for a bad flag or folder, 1 where an output cannot be written, 130 on
+    Ctrl-C and 143 on SIGTERM (nothing written then), each with one line."""
     try:
-        args = parse_flags(argv)
-        paths, models, steps = load_models(args)
-    except UsageError as error:
+        with runtime.stoppable():
+            return run(argv)
+    except (UsageError, runtime.Unavailable) as error:
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 2
-    weights, mixed = describe_weights(paths, steps, args.pretrained_dir)
+    except checkpoint.CannotWrite as error:
+        print(f"create_graphs.py: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        what, status = runtime.stopped(stop)
+        print(f"\ncreate_graphs.py: {what}; nothing written", file=sys.stderr)
+        return status
+
+
+def run(argv=None):
+    args = parse_flags(argv)
+    paths, models, steps = load_models(args)
+    weights, mark = describe_weights(paths, steps, args.pretrained_dir)
     print(f"weights: {weights}")
-    if mixed:
+    if mark:
         print(f"create_graphs.py: warning: the models' weights differ in source or steps: "
               f"{weights}", file=sys.stderr)
     results = evaluate(models, args.num_sequences, args.horizon, args.seed, args.batch_size)
     columns = summarise(results)
     print_table(columns, args.horizon)
-    frames = gif_frames(rollout_examples(models, args.horizon, args.seed))
-    title = ("MIXED WEIGHTS: " if mixed else "weights: ") + weights
+    frames = gif_frames(rollout_examples(models, args.horizon, args.seed), mark)
+    title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
     caption = f"{args.num_sequences} sequences, seed {args.seed}"
     record = {"num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
               "alignments": ALIGNMENTS, "weights": {
                   n: {"path": paths[n], "step": steps[n]} for n in MODELS}}
     gif = os.path.join(os.path.dirname(args.out), "rollouts.gif")
-    try:
-        write_outputs({
-            args.out + ".csv": lambda p: write_csv(p, columns),
-            args.out + ".png": lambda p: plot_error(p, columns, title, caption),
-            args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
-            args.out + ".json": lambda p: checkpoint.write_json(p, record),
-            gif: lambda p: write_gif(p, frames),
-        })
-    except checkpoint.CannotWrite as error:
-        print(f"create_graphs.py: error: {error}", file=sys.stderr)
-        return 1
+    write_outputs({
+        args.out + ".csv": lambda p: write_csv(p, columns),
+        args.out + ".png": lambda p: plot_error(p, columns, title, caption),
+        args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
+        args.out + ".json": lambda p: checkpoint.write_json(p, record),
+        gif: lambda p: write_gif(p, frames),
+    })
     print(f"wrote {args.out}.csv, .png, _psnr_ssim.png, .json and {gif}")
     return 0
 

@@ -7,10 +7,13 @@ and `state.json` (step, config, data-stream state). It is
 written under a temporary name and renamed into place, so a crash at any moment
 leaves either the whole checkpoint or none of it; the next run removes what a killed save
 left behind (`remove_leftovers`). Every write failure surfaces as one `CannotWrite`.
+
+One process at a time writes a run folder: it holds `locked(folder)` while it does.
 """
 
 import contextlib
 import errno
+import fcntl
 import itertools
 import json
 import os
@@ -22,6 +25,8 @@ import h5py
 import numpy as np
 
 PATTERN = re.compile(r"^ckpt-(\d{7,})$")
+DAMAGED = re.compile(r"^ckpt-\d{7,}\.damaged(-\d+)?$")  # checkpoints `set_aside`
+LOCK = "train.lock"  # in a run folder while a process writes it; holds that process's ID
 KEEP = 2  # complete checkpoints kept; older ones are removed after a new one lands
 TEMPORARY = (".ckpt-", ".tmp-")  # name prefixes of unfinished checkpoints and files
 
@@ -51,6 +56,46 @@ def writing(path):
     except OSError as error:
         cause = os.strerror(error.errno) if error.errno else str(error)
         raise CannotWrite(f"cannot write {path}: {cause}") from None
+
+
+class InUse(Exception):
+    """A run folder that another process holds (`locked`)."""
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """Hold `folder`'s lock for the block, or raise `InUse` naming the process that holds it.
+
+    An OS file lock (`flock`) on `folder/LOCK`: the kernel releases it however the holder ends,
+    so a killed run never leaves a stale one. The file holds the holder's process ID and is
+    removed as the lock is released."""
+    path = os.path.join(folder, LOCK)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InUse(f"{folder} is in use by another run (process {holder})") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed the file as it released it: lock a new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        os.close(fd)
+
+
+def _same_file(fd, path):
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def probe_writable(folder):
@@ -134,9 +179,26 @@ def set_aside(path):
             return aside
 
 
+def holds_run(folder):
+    """Whether `folder` holds a checkpoint of ours (one set aside as damaged counts too)."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return any(os.path.isfile(os.path.join(folder, n, "state.json"))
+               for n in names if PATTERN.match(n) or DAMAGED.match(n))
+
+
 def read_state(path):
+    """The `state.json` of checkpoint folder `path`. Raises `ValueError` unless it is an object
+    with a `config` object and a `step` that is a whole number, the step of the folder's name
+    where it has one: a value of the wrong type or range makes the checkpoint damaged."""
     with open(os.path.join(path, "state.json")) as f:
-        return json.load(f)
+        state = json.load(f)
+    step = state.get("step") if isinstance(state, dict) else None
+    named = PATTERN.match(os.path.basename(path))
+    if type(step) is not int or step < 0 or (named and int(named.group(1)) != step):
+        raise ValueError(f"state.json: step {step!r} is not this checkpoint's step")
+    if not isinstance(state.get("config"), dict):
+        raise ValueError("state.json: no config")
+    return state
 
 
 def restore(path, model, optimizer=None):

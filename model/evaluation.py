@@ -10,7 +10,6 @@ Both models see the same simulated clips, in two alignments of step 0:
   prediction of frame 1 + k.
 """
 
-import dataclasses
 import os
 
 import numpy as np
@@ -36,14 +35,13 @@ def load(name, path):
     """The `name` predictor stored at checkpoint folder `path`, and its training step. Raises
     `WrongModel` when `path` holds the other model; `OSError`, `ValueError`, `KeyError` or
     `TypeError` when it does not load."""
-    from model.training import build
+    from model.training import build, load_state
 
-    state = checkpoint.read_state(path)
-    saved = state["config"]["model"]
-    if saved != name:
-        raise WrongModel(f"{path} holds the {LABELS.get(saved, saved)!r} model, not "
+    state, config = load_state(path)
+    if config.model != name:
+        raise WrongModel(f"{path} holds the {LABELS[config.model]!r} model, not "
                          f"{LABELS[name]!r}")
-    model, _ = build(dataclasses.replace(MODELS[name][0], **state["config"]))
+    model, _ = build(config)
     checkpoint.restore(path, model)
     return model, state["step"]
 

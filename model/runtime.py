@@ -1,8 +1,55 @@
-"""Process start-up for our scripts: a quiet TensorFlow and the thread setting we measured."""
+"""Process start-up for our scripts: a supported Keras backend, a quiet TensorFlow, the thread
+setting we measured, and SIGTERM handled as Ctrl-C is."""
 
 import contextlib
+import importlib.util
 import os
+import signal
 import sys
+
+BACKENDS = ("tensorflow", "jax")  # the Keras backends `train_step` runs on
+
+
+class Unavailable(Exception):
+    """KERAS_BACKEND names a backend we do not run on, or one not installed: one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (within `stoppable`), so it ends as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def stoppable():
+    """Within it, SIGTERM raises `Terminated`, so `finally` blocks run and the script can say
+    how it stopped (`stopped`)."""
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopped(interrupt):
+    """`(what, exit status)` for a `KeyboardInterrupt`: 128 + the signal, as a shell reports it."""
+    if isinstance(interrupt, Terminated):
+        return "terminated", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
+
+
+def check_backend():
+    """Raise `Unavailable` unless KERAS_BACKEND (default tensorflow) is one of `BACKENDS` and
+    installed; imports nothing."""
+    backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    how = ("KERAS_BACKEND=tensorflow (the default; pip install -r requirements.txt) or "
+           "KERAS_BACKEND=jax (pip install -r requirements-dev.txt)")
+    if backend not in BACKENDS:
+        raise Unavailable(f"KERAS_BACKEND={backend!r} is not a backend this code runs on; "
+                          f"use {how}")
+    if importlib.util.find_spec(backend) is None:
+        raise Unavailable(f"KERAS_BACKEND={backend!r} but {backend} is not installed; use {how}")
 
 
 @contextlib.contextmanager
@@ -40,13 +87,13 @@ _UNUSED_BY_TENSORFLOW = ("jax", "matplotlib")
 
 
 def setup():
-    """Import Keras and its backend quietly, before any model is built.
+    """Import Keras and its backend quietly, before any model is built. Raises `Unavailable`.
 
     On TensorFlow on a CPU of at most 2 cores, each op runs on one thread and independent ops
     run side by side (`train_step.default_chains`): for these 8x8..32x32 convolutions that is
     faster than splitting each op over both cores."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    check_backend()
     unused = _UNUSED_BY_TENSORFLOW if os.environ["KERAS_BACKEND"] == "tensorflow" else ()
     with _stderr_silenced(), _hidden(unused):
         import keras

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import re
 import shutil
 import socket
 import sys
@@ -20,6 +21,10 @@ from model import checkpoint, runtime
 from systems import bouncing_balls
 
 VIDEO_FRAMES = 50  # length of the rollout videos, true context included
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # default folders are in it
+# A training run's memory: a fixed share, and per frame of a batch; peak resident memory
+# measured at batch 16 to 4,096 grew by 113-126 kB per frame on TensorFlow, 155 kB on JAX.
+MEMORY_BASE, MEMORY_PER_FRAME = 1e9, 160e3  # bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +56,8 @@ HELP = {
     "max_step": "total training steps; rerun with a larger value to train on",
     "keep_prob": "keep probability of dropout on the true input frames, in (0, 1]",
     "lr": "Adam learning rate",
-    "batch_size": "clips per training step",
+    "batch_size": "clips per training step; refused where a run would need more than the "
+                  "memory available, by an estimate: 1 GB + 160 kB per frame of a batch",
     "num_balls": "bouncing balls per clip",
     "friction": "add slight gravity and drag to the simulator",
     "seed": "seed for the initial weights, dropout and the simulated data",
@@ -60,7 +66,8 @@ HELP = {
     "keep_every": "also checkpoint at multiples of this step and keep those for good, besides "
                   "the newest two: milestones to evaluate later (create_graphs.py --*_step), "
                   "about 0.1 MB each, 20 in a 200,000-step run; 0 keeps none",
-    "fresh": "delete this run's checkpoints, videos and events and start from step 0",
+    "fresh": "start from step 0: first delete what runs of ours wrote in --train_dir "
+             "(checkpoints, videos, event files); anything else there stays",
 }
 
 RESUMABLE = ("max_step", "save_every", "log_every", "keep_every")  # flags a resumed run may change
@@ -68,7 +75,8 @@ EPILOG = (
     "Rerunning with the same --train_dir resumes from its newest complete checkpoint. "
     f"On resume, {', '.join('--' + name for name in RESUMABLE)} may change; a different value "
     "of any other flag is refused (exit 2), as it would change the data or the training: "
-    "pass --fresh to start over, or use another --train_dir."
+    "pass --fresh to start over, or use another --train_dir. One run at a time per "
+    "--train_dir: a second one exits (2) naming the process that holds it."
 )
 
 
@@ -93,6 +101,8 @@ def parse_flags(defaults, argv=None, description=None):
         if field.name == "model":
             continue
         default = getattr(defaults, field.name)
+        if field.name == "train_dir":
+            default = os.path.join(REPO, default)  # the same folder from any working folder
         if field.type is bool or isinstance(default, bool):
             parser.add_argument(f"--{field.name}", action="store_true", help=HELP[field.name])
         else:
@@ -108,6 +118,13 @@ def parse_flags(defaults, argv=None, description=None):
 
 def validate(config):
     """Raise `UsageError` naming the first flag that breaks its rule."""
+    check_values(config)
+    _check_memory(config)
+    _check_writable(config.train_dir)
+
+
+def check_values(config):
+    """Raise `UsageError` naming the first value of `config` out of its range."""
     for name in ("batch_size", "max_step", "seq_length", "save_every", "log_every", "num_balls"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(config, name)}")
@@ -127,7 +144,34 @@ def validate(config):
             f"--num_balls {config.num_balls} do not fit reliably in the box "
             f"(at most {bouncing_balls.max_balls()})"
         )
-    _check_writable(config.train_dir)
+    unscored = config.model == "conv_lstm"  # ConvLSTMPredictor.scored_offset: frame seq_start
+    if config.seq_length < config.seq_start + 1 + unscored:
+        raise UsageError(
+            f"--seq_length {config.seq_length} leaves no frame to learn from: the ConvLSTM "
+            f"model's first prediction is fed back unscored, so --seq_length must be at least "
+            f"--seq_start + 2 ({config.seq_start + 2})"
+        )
+
+
+def _check_memory(config):
+    """Raise `UsageError` where the run would need more memory than is available."""
+    frames = config.batch_size * config.seq_length
+    need, available = MEMORY_BASE + MEMORY_PER_FRAME * frames, _available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--batch_size {config.batch_size} would need about {need / 1e9:,.1f} GB of memory, "
+            f"more than the {available / 1e9:.1f} GB available (estimate: 1 GB + 160 kB per "
+            f"frame of a batch, {config.batch_size} x {config.seq_length} frames)"
+        )
+
+
+def _available_memory():
+    """Bytes of memory available to a new process (Linux's MemAvailable; None elsewhere)."""
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def _check_writable(train_dir):
@@ -193,6 +237,10 @@ def video_clip(config):
     )
 
 
+VIDEO_NAME = re.compile(r"^(step_\d{7,}|latest)\.mp4$")  # in videos/
+EVENTS_NAME = re.compile(r"^events\.out\.tfevents\.\d+\..+\.\d+\.\d+$")  # `_Events`' files
+
+
 def video_path(config, step):
     return os.path.join(config.train_dir, "videos", f"step_{step:07d}.mp4")
 
@@ -208,22 +256,45 @@ def write_video(model, config, step, rollout=None):
     rollout = rollout or model.rollout
     predicted = np.asarray(rollout(context, VIDEO_FRAMES - config.seq_start))
     shown = np.concatenate([context, predicted], axis=1)[0]
-    captions = [("truth", f"{'input' if t < config.seq_start else 'prediction'}, step {step}")
-                for t in range(VIDEO_FRAMES)]
+    captions = [(f"truth, frame {t}", f"{'input' if t < config.seq_start else 'prediction'}, "
+                 f"frame {t}") for t in range(VIDEO_FRAMES)]
+    title = f"{config.model} after {step:,} training steps"
     path = video_path(config, step)
     folder = os.path.dirname(path)
     with checkpoint.writing(folder):
         os.makedirs(folder, exist_ok=True)
-    video.write_mp4(path, video.side_by_side(truth[0], shown, captions))
+    video.write_mp4(path, video.side_by_side(truth[0], shown, captions, title))
     video.copy_atomic(path, os.path.join(folder, "latest.mp4"))
     return path
 
 
-def _start_fresh(train_dir):
-    """Remove all this run left: checkpoints (damaged ones too), videos and events."""
-    for name in os.listdir(train_dir) if os.path.isdir(train_dir) else []:
-        if name.startswith("ckpt-") or name in ("videos", "events"):
-            shutil.rmtree(os.path.join(train_dir, name), ignore_errors=True)
+def _start_fresh(train_dir, log):
+    """Remove what runs of ours wrote in `train_dir`, only where it holds one
+    (`checkpoint.holds_run`): checkpoints (damaged ones too), our videos and event files, and
+    `videos/` and `events/` where that empties them. Anything else there stays. Raises
+    `checkpoint.CannotWrite`."""
+    if not checkpoint.holds_run(train_dir):
+        log(f"--fresh: {train_dir} holds no run of ours; nothing removed")
+        return
+    ours = {"": (checkpoint.PATTERN, checkpoint.DAMAGED), "videos": (VIDEO_NAME,),
+            "events": (EVENTS_NAME,)}
+    removed = []
+    for sub, patterns in ours.items():
+        folder = os.path.join(train_dir, sub)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name)
+            if any(pattern.match(name) for pattern in patterns):
+                with checkpoint.writing(path):
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.remove(path)
+                removed.append(path)
+    for sub in ("videos", "events"):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(train_dir, sub))  # only if empty
+    log(f"--fresh: removed {len(removed)} checkpoints, videos and event files of ours from "
+        f"{train_dir}")
 
 
 class NonFiniteLoss(Exception):
@@ -233,16 +304,30 @@ class NonFiniteLoss(Exception):
 def train(config, log=print):
     """Train `config.model` to `config.max_step`, resuming from the latest checkpoint.
 
-    Returns the step reached. Raises `NonFiniteLoss` or `checkpoint.CannotWrite` (the last
-    complete checkpoint is kept) and `UsageError` (`_resume`).
+    Holds `config.train_dir`'s lock (`checkpoint.locked`) throughout. Returns the step reached.
+    Raises `NonFiniteLoss` or `checkpoint.CannotWrite` (the last complete checkpoint is kept),
+    `UsageError` (the folder in use by another process; `_resume`) and `runtime.Unavailable`.
     """
+    runtime.check_backend()
+    with checkpoint.writing(config.train_dir):
+        os.makedirs(config.train_dir, exist_ok=True)
+    try:
+        with checkpoint.locked(config.train_dir):  # raises `InUse` on entry only
+            return _train(config, log)
+    except checkpoint.InUse as error:
+        raise UsageError(f"--train_dir {error}: wait for it to end, or use another "
+                         "--train_dir") from None
+
+
+def _train(config, log):
     from tqdm import tqdm
 
+    runtime.setup()
     from model.train_step import (compiled_rollout, dispatching_ahead, losses_of,
                                   make_train_step)
 
     if config.fresh:
-        _start_fresh(config.train_dir)
+        _start_fresh(config.train_dir, log)
     for folder in (config.train_dir, os.path.join(config.train_dir, "videos")):
         checkpoint.remove_leftovers(folder)
     model, optimizer = build(config)
@@ -253,8 +338,6 @@ def train(config, log=print):
         log(f"{config.train_dir}: already trained to step {step} (--max_step {config.max_step}); "
             "nothing to do")
         return step
-    with checkpoint.writing(config.train_dir):
-        os.makedirs(config.train_dir, exist_ok=True)
     train_step, sync = make_train_step(model, optimizer)
     rollout = compiled_rollout(model)
     losses, times = [], []
@@ -362,7 +445,7 @@ def _resume(config, model, optimizer, log):
     damaged = []
     for path in reversed(found):
         try:
-            saved = checkpoint.read_state(path)
+            saved, _ = load_state(path)
             _check_same_run(config, saved["config"])
             checkpoint.restore(path, model, optimizer)
             step = saved["step"]
@@ -386,12 +469,40 @@ def _first_line(error):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def load_state(path):
+    """`(state, config)`: the `state.json` of checkpoint folder `path` and the `TrainConfig` it
+    saved (fields it lacks, from its model's defaults). Raises `ValueError` where a value has
+    the wrong type or range, as for a truncated file: that checkpoint counts as damaged."""
+    state = checkpoint.read_state(path)
+    saved = state["config"]
+    defaults = {c.model: c for c in (CONV_LSTM, CONV)}.get(saved.get("model"))
+    if defaults is None:
+        raise ValueError(f"state.json: unknown model {saved.get('model')!r}")
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for name, value in saved.items():
+        if name not in kinds or not _of_type(value, kinds[name]):
+            raise ValueError(f"state.json: config {name!r} cannot be {value!r}")
+    config = dataclasses.replace(defaults, **saved)
+    try:
+        check_values(config)
+    except UsageError as error:
+        raise ValueError(f"state.json: {error}") from None
+    return state, config
+
+
+def _of_type(value, kind):
+    """Whether a JSON value fits a `TrainConfig` field of type `kind` (an int fits a float)."""
+    if kind is bool or isinstance(value, bool):
+        return type(value) is kind
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def _check_same_run(config, saved):
     """Raise `UsageError` unless `saved` (a checkpoint's config) is the run `config` continues."""
     if saved["model"] != config.model:
         raise UsageError(
             f"--train_dir {config.train_dir!r} holds a {saved['model']!r} run, "
-            f"not {config.model!r}; pick another folder or pass --fresh"
+            f"not {config.model!r}; use another --train_dir"
         )
     fixed = [f.name for f in dataclasses.fields(config)
              if f.name not in ("model", "train_dir", "fresh", *RESUMABLE)]
@@ -406,16 +517,13 @@ def _check_same_run(config, saved):
 
 def main(defaults, description, argv=None):
     """Entry point for the training scripts: returns the process exit code."""
+    prog = os.path.basename(sys.argv[0])
     try:
-        config = parse_flags(defaults, argv, description)
-    except UsageError as error:
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
-        return 2
-    runtime.setup()
-    try:
-        step = train(config)
-    except UsageError as error:
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        with runtime.stoppable():
+            config = parse_flags(defaults, argv, description)
+            step = train(config)
+    except (UsageError, runtime.Unavailable) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLoss as error:
         print(f"error: {error}; the last good checkpoint in {config.train_dir} is kept",
@@ -424,9 +532,10 @@ def main(defaults, description, argv=None):
     except checkpoint.CannotWrite as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to resume from the last checkpoint",
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM
+        what, status = runtime.stopped(stop)
+        print(f"\n{prog}: {what}; rerun the same command to resume from the last checkpoint",
               file=sys.stderr)
-        return 130
+        return status
     print(f"done: step {step}; checkpoints and videos in {config.train_dir}")
     return 0

@@ -9,33 +9,37 @@ from model.checkpoint import atomic_path, writing
 
 SCALE = 6  # 32 px frames become 192 px panels (the original showed 180 px)
 GAP = 8  # pixels of white between the two panels
-BAND = 16  # pixels of white above the panels for their captions (even, for H.264)
+FONT = 16  # caption text size in pixels: readable at a glance
+LINE = 22  # pixels per caption line
+BAND = 2 * LINE  # pixels of white above the panels for the captions (even, for H.264)
 FPS = 4
 
 
-def side_by_side(truth, prediction, captions=None):
+def side_by_side(truth, prediction, captions=None, title=""):
     """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left. Converted to
-    uint8 before scaling up, so the large frames never exist as floats. `captions`, one
-    `(left, right)` pair of strings per frame, are written in a band above the panels:
-    `(T, 16 + 192, 392, 3)`."""
+    uint8 before scaling up, so the large frames never exist as floats. With `captions`, one
+    `(left, right)` pair of strings per frame, a band above the panels holds `title` on its
+    first line and each frame's pair over its panels on the second: `(T, BAND + 192, 392, 3)`."""
     small = [(np.clip(p, 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for p in (truth, prediction)]
     panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in small]
     gap = np.full((*panels[0].shape[:2], GAP, 3), 255, np.uint8)
     frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
     if captions is None:
         return frames
-    bands = {pair: _band(*pair, frames.shape[2]) for pair in set(captions)}
+    bands = {pair: _band(title, *pair, frames.shape[2]) for pair in set(captions)}
     return np.concatenate([np.stack([bands[pair] for pair in captions]), frames], axis=1)
 
 
-def _band(left, right, width):
-    """A `(BAND, width, 3)` white band with `left` over the left panel, `right` over the right."""
-    from PIL import Image, ImageDraw
+def _band(title, left, right, width):
+    """A `(BAND, width, 3)` white band: `title` on the first line, then `left` over the left
+    panel and `right` over the right one."""
+    from PIL import Image, ImageDraw, ImageFont
 
     band = Image.new("RGB", (width, BAND), "white")
     draw = ImageDraw.Draw(band)
-    draw.text((4, 2), left, fill="black")
-    draw.text(((width + GAP) // 2 + 4, 2), right, fill="black")
+    font = ImageFont.load_default(size=FONT)
+    for text, x, y in ((title, 4, 0), (left, 4, LINE), (right, (width + GAP) // 2 + 4, LINE)):
+        draw.text((x, y + LINE // 2), text, fill="black", font=font, anchor="lm")
     return np.asarray(band)
 
 
