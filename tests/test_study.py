@@ -1,0 +1,160 @@
+"""Milestone checkpoints (`--keep_every`), evaluating a chosen checkpoint, and the reproduction
+study on tiny runs."""
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import reproduction_study as study
+from model import checkpoint, evaluation
+from model.training import CONV, CONV_LSTM, UsageError, main, train
+
+TINY = dict(batch_size=2, save_every=3, log_every=1, keep_every=2)
+
+
+def steps_in(train_dir):
+    return [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(train_dir)]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """Tiny seed-0 runs of both models (steps 1-5, milestones at 2 and 4), copied as seed 1."""
+    root = tmp_path_factory.mktemp("study")
+    for config in (CONV_LSTM, CONV):
+        run = root / config.model / "seed0"
+        train(dataclasses.replace(config, train_dir=str(run), max_step=5, **TINY),
+              log=lambda _: None)
+        shutil.copytree(run, root / config.model / "seed1")
+    return root
+
+
+def test_milestones_survive_the_keep_rule(study_dir):
+    # saves at 2 (milestone), 3, 4 (milestone), 5: the newest two are 4 and 5
+    assert steps_in(study_dir / "conv" / "seed0") == [2, 4, 5]
+
+
+def test_no_milestones_with_keep_every_0(tmp_path):
+    config = dataclasses.replace(CONV, train_dir=str(tmp_path), max_step=5,
+                                 **{**TINY, "keep_every": 0})
+    train(config, log=lambda _: None)
+    assert steps_in(tmp_path) == [3, 5]
+
+
+def test_damaged_milestone_is_set_aside_like_any_other(study_dir, tmp_path, capsys):
+    run = shutil.copytree(study_dir / "conv" / "seed0", tmp_path / "run")
+    shutil.rmtree(run / "ckpt-0000005")  # the milestone at 4 is now the newest
+    weights = run / "ckpt-0000004" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    flags = ["--train_dir", run, "--max_step", 6, *[f"--{k}={v}" for k, v in TINY.items()]]
+    assert main(CONV, "", [str(f) for f in flags]) == 0
+    out = capsys.readouterr().out
+    assert "ckpt-0000004 does not load" in out and "resuming from step 2" in out
+    assert (run / "ckpt-0000004.damaged").is_dir()
+    assert steps_in(run) == [2, 4, 6]  # 4 trained again and kept as a milestone
+
+
+def test_load_run_picks_a_chosen_checkpoint(study_dir):
+    run = str(study_dir / "conv_lstm" / "seed0")
+    assert evaluation.load_run("conv_lstm", run)[::2] == (os.path.join(run, "ckpt-0000005"), 5)
+    assert evaluation.load_run("conv_lstm", run, step=2)[::2] == (
+        os.path.join(run, "ckpt-0000002"), 2)
+    with pytest.raises(UsageError, match=r"no checkpoint at step 3 \(it has: 2, 4, 5\)"):
+        evaluation.load_run("conv_lstm", run, step=3)
+    with pytest.raises(evaluation.WrongModel, match="holds the 'ConvLSTM' model, not 'conv'"):
+        evaluation.load_run("conv", run)
+
+
+def test_dropped_out_keeps_and_scales():
+    frames = np.ones((4, 5, 32, 32, 3), np.float32)
+    dropped = evaluation.dropped_out(frames, 0.8, np.random.default_rng(0))
+    assert set(np.unique(dropped)) == {0.0, np.float32(1 / 0.8)}
+    assert abs(np.mean(dropped == 0) - 0.2) < 0.01
+
+
+def test_evaluation_with_input_dropout():
+    """With `keep_prob` the models see their true frames through dropout (masks drawn from
+    `[seed, 1]`), and are scored against the clean clips."""
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "checkpoints", "pretrained")
+    models = {n: evaluation.load(n, os.path.join(shipped, n))[0] for n in evaluation.MODELS}
+    results = evaluation.evaluate(models, 4, 2, 7, 4, quality=False, keep_prob=0.8)
+    clips = evaluation.eval_clips(4, 2, np.random.default_rng(7))
+    seen = evaluation.dropped_out(clips[:, :evaluation.CONTEXT], 0.8, np.random.default_rng([7, 1]))
+    want = models["conv_lstm"].rollout(seen, 3)[:, :2]
+    np.testing.assert_allclose(results["conv_lstm"]["sse"], np.sum(
+        (np.asarray(want) - clips[:, 5:7]) ** 2, axis=(-3, -2, -1)), rtol=1e-4)
+    clean = evaluation.evaluate(models, 4, 2, 7, 4, quality=False)
+    assert np.all(np.abs(results["conv"]["sse"] / clean["conv"]["sse"] - 1) > 1e-3)
+
+
+def test_original_read_off_its_pixels():
+    """Within a pixel (625) of the reading in the project's reference notes; hidden steps NaN."""
+    original = study.read_original()
+    np.testing.assert_allclose(original["conv_lstm"][[3, 5, 7]], [40_300, 73_400, 115_300],
+                               atol=625)
+    np.testing.assert_allclose(original["conv"][[3, 5, 7]], [64_700, 122_800, 180_900], atol=625)
+    assert np.all(np.isnan(original["conv_lstm"][18:]))  # behind the legend
+    assert not np.any(np.isnan(original["conv"][:18]))
+    ratio = original["conv"] / original["conv_lstm"]
+    assert np.argmax(ratio[:18]) == 5 and np.all(np.diff(ratio[5:18]) < 0)  # one peak, at 5
+
+
+def run_study(study_dir, out):
+    return study.main(["--study_dir", str(study_dir), "--num_sequences", "3", "--horizon", "8",
+                       "--batch_size", "2", "--variants_at", "4", "--out", str(out)])
+
+
+def read_csv(path):
+    lines = path.read_text().splitlines()
+    return lines[0].split(","), [line.split(",") for line in lines[1:]]
+
+
+def test_study_csv(study_dir, tmp_path):
+    assert run_study(study_dir, tmp_path / "s") == 0
+    assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.png"]
+    header, rows = read_csv(tmp_path / "s.csv")
+    assert header == ["source", "train_step", "seed", "variant", "alignment", "pred_step",
+                      "conv_lstm", "conv", "ratio"]
+    original = [r for r in rows if r[0] == "original_2016_pixels"]
+    assert len(original) == 24
+    ours = {tuple(r[1:6]): [float(x) for x in r[6:]] for r in rows if r[0] == "ours"}
+    # every checkpoint of seeds 0 and 1 (2, 4, 5); the dropout variants only at 4
+    assert {k[:3] for k in ours} == {(s, seed, v) for s in ("2", "4", "5") for seed in "01"
+                                     for v in study.VARIANTS if s == "4" or "dropout" not in v}
+    assert len(ours) == (2 + 4 + 2) * 2 * 2 * 8  # variants x seeds x alignments x steps
+    for lstm, conv, ratio in ours.values():
+        assert ratio == pytest.approx(conv / lstm, rel=5e-5)  # each written to 6 digits
+    for key, (lstm, conv, _) in ours.items():
+        if key[2] == "clipped":  # clipping to [0, 1] only moves a prediction towards the truth
+            clean = ours[(key[0], key[1], "clean", *key[3:])]
+            assert lstm <= clean[0] * (1 + 1e-6) and conv <= clean[1] * (1 + 1e-6)
+
+
+def test_study_clean_rows_are_create_graphs_errors(study_dir, tmp_path):
+    """The study's clean rows are the mean errors `evaluation.evaluate` gives the same pair."""
+    assert run_study(study_dir, tmp_path / "s") == 0
+    _, rows = read_csv(tmp_path / "s.csv")
+    models = {n: evaluation.load(n, study_dir / n / "seed1" / "ckpt-0000002")[0]
+              for n in evaluation.MODELS}
+    results = evaluation.evaluate(models, 3, 8, 2016, 2, quality=False)
+    for alignment, suffix in (("2016", "_2016"), ("our", "")):
+        got = [[float(r[6]), float(r[7])] for r in rows
+               if r[:5] == ["ours", "2", "1", "clean", alignment]]
+        want = [results["conv_lstm" + suffix]["sse"].mean(0), results["conv" + suffix]["sse"].mean(0)]
+        np.testing.assert_allclose(np.array(got).T, want, rtol=1e-5)
+
+
+def test_second_study_run_gives_the_same_csv(study_dir, tmp_path):
+    assert run_study(study_dir, tmp_path / "a") == 0
+    assert run_study(study_dir, tmp_path / "b") == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_study_without_pairs_is_one_line(tmp_path, capsys):
+    (tmp_path / "conv" / "seed0").mkdir(parents=True)
+    assert run_study(tmp_path, tmp_path / "s") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no seed pair" in err[0] and not (tmp_path / "s.csv").exists()
