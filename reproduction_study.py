@@ -13,11 +13,17 @@ variants:
 The dropout variants cost a second evaluation; `--variants_at` limits them to some milestones. Beside them, the original's two curves read off the pixels of its
 figure (`read_original`). Writes `<out>.csv` (one row per evaluation and prediction step, the
 original's reading included) and `<out>.png`, and prints the README's table.
+
+`--train` first trains (or resumes) the study's six runs, one after another, each by its
+training script with `--seed k`; their milestones are copied into `--study_dir` after each run.
+A run whose training folder is gone resumes from its newest milestone there.
 """
 
 import argparse
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -33,6 +39,9 @@ VARIANTS = ("clean", "clipped", "dropout", "dropout_clipped")
 EVAL_KEEP_PROB = 0.8  # the 2016 scripts fed their training keep_prob to every run of a graph
 ALIGNMENTS = {"2016": "_2016", "our": ""}  # name in the CSV: suffix of the evaluation's series
 TABLE_STEPS = (1, 3, 5, 7, 10, 15, 20)
+SEEDS = (0, 1, 2)
+MILESTONES = (10_000, 20_000, 50_000, 100_000, 200_000)  # shipped; every 10,000 kept in training
+STUDY_RUNS = os.path.join(ROOT, "checkpoints", "train_store_study")
 MIDDLE = slice(3, 8)  # prediction steps 3-7, where the original's ratio peaks
 NEAR = 0.25  # "within +-25 % of the original's ratio"
 
@@ -87,6 +96,30 @@ def find_pairs(study_dir):
                 key = (checkpoint.step_of(path), int(match.group(1)))
                 found.setdefault(key, {})[name] = path
     return {key: paths for key, paths in sorted(found.items()) if len(paths) == len(MODELS)}
+
+
+def train_runs(study_dir):
+    """Train or resume the study's runs (`SEEDS` x both models, 200,000 steps); copy their
+    `MILESTONES` into `study_dir`. Returns the first non-zero exit code, else 0."""
+    for seed in SEEDS:
+        for name, (_, script) in MODELS.items():
+            run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
+            if not checkpoint.list_checkpoints(run) and checkpoint.list_checkpoints(shipped):
+                newest = checkpoint.list_checkpoints(shipped)[-1]
+                shutil.copytree(newest, os.path.join(run, os.path.basename(newest)))
+            print(f"training {name}, seed {seed}, in {run}", flush=True)
+            code = subprocess.call([sys.executable, os.path.join(ROOT, script), "--train_dir", run,
+                                    "--seed", str(seed), "--keep_every", "10000",
+                                    "--log_every", "1000"])
+            for path in checkpoint.list_checkpoints(run):
+                target = os.path.join(shipped, os.path.basename(path))
+                if checkpoint.step_of(path) in MILESTONES and not os.path.isdir(target):
+                    os.makedirs(shipped, exist_ok=True)
+                    shutil.copytree(path, target + ".tmp", dirs_exist_ok=True)
+                    os.replace(target + ".tmp", target)
+            if code:
+                return code
+    return 0
 
 
 def evaluate_pair(paths, args, variants):
@@ -263,6 +296,8 @@ def parse_flags(argv=None):
     add("--batch_size", type=int, default=200, help="sequences per forward pass (default: 200)")
     add("--variants_at", type=int, nargs="+",
         help="milestones at which the dropout variants are measured too (default: all)")
+    add("--train", action="store_true",
+        help="first train or resume the six runs (about 3.5 hours on 2 cores)")
     add("--out", default=os.path.join(ROOT, "figs", "reproduction_study"),
         help="output prefix: .csv and .png (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -277,6 +312,8 @@ def parse_flags(argv=None):
 def main(argv=None):
     try:
         args = parse_flags(argv)
+        if args.train and train_runs(args.study_dir):
+            return 1
         pairs = find_pairs(args.study_dir)
         if not pairs:
             raise UsageError(f"no seed pair with a common milestone in {args.study_dir} "
