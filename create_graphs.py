@@ -180,8 +180,10 @@ def gif_frames(examples, mark=""):
     grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * side, columns * side, 3)
     bands = (GIF_BAND, GIF_BAND * (2 if mark else 1))
     grid = np.pad(grid, [(0, 0), bands, (0, 0), (0, 0)], constant_values=255)
-    font = ImageFont.load_default(size=16)
+    font = mark_font = ImageFont.load_default(size=16)
     images = [Image.fromarray(frame) for frame in grid]
+    while ImageDraw.Draw(images[0]).textlength(mark, mark_font) > grid.shape[2] - 2 * GIF_GAP:
+        mark_font = ImageFont.load_default(size=mark_font.size - 1)  # a long mark, smaller
     for k, image in enumerate(images):
         draw = ImageDraw.Draw(image)
         for c, label in enumerate(("truth", "ConvLSTM", "conv")):
@@ -190,7 +192,8 @@ def gif_frames(examples, mark=""):
                   f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)", "black", font,
                   anchor="lm")
         if mark:
-            draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", font, anchor="lm")
+            draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", mark_font,
+                      anchor="lm")
     return np.stack([np.asarray(image) for image in images])
 
 

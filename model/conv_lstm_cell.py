@@ -93,6 +93,11 @@ class ConvLSTMCell(keras.layers.Layer):
         return h, [ops.concatenate([c, h], axis=-1)]
 
     def get_initial_state(self, batch_size=None):
+        if not self.built:
+            raise ValueError(
+                "ConvLSTMCell.get_initial_state needs the frame size: build the cell first, "
+                "`cell.build((batch, H, W, C))`, or call it inside `keras.layers.RNN`"
+            )
         shape = (batch_size, *self.spatial_shape, 2 * self.filters)
         return [ops.zeros(shape, dtype=self.compute_dtype)]
 

@@ -104,6 +104,14 @@ def test_weights_and_state_shapes():
     assert tuple(cell.get_initial_state(5)[0].shape) == (5, 8, 8, 8)
 
 
+def test_initial_state_of_an_unbuilt_cell_says_to_build_it():
+    cell = ConvLSTMCell(4, 3)
+    with pytest.raises(ValueError, match=r"build the cell first.*keras\.layers\.RNN"):
+        cell.get_initial_state(2)
+    cell.build((2, 8, 6, 3))
+    assert tuple(cell.get_initial_state(2)[0].shape) == (2, 8, 6, 8)
+
+
 def test_config_round_trip():
     cell = ConvLSTMCell(6, (3, 1), forget_bias=0.5, activation="relu", name="c",
                         kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in",

@@ -230,3 +230,16 @@ def test_shipped_weights_predict_well(shipped):
     assert min(steps.values()) >= 1000
     assert lstm[0] < BOUND and conv[0] < BOUND < black
     assert np.all(lstm[1:] < conv[1:]) and lstm[10] < black
+
+
+def test_gif_marks_mixed_weights_in_red():
+    paths = {"conv_lstm": "/runs/lstm/ckpt-0000002", "conv": os.path.join(SHIPPED, "conv")}
+    _, mark = create_graphs.describe_weights(paths, {"conv_lstm": 2, "conv": 200_000}, SHIPPED)
+    assert mark == "MIXED WEIGHTS: ConvLSTM step 2, conv step 200,000 (shipped)"
+    assert create_graphs.describe_weights(paths, dict.fromkeys(paths, 2), "/runs")[1] == ""
+    examples = np.zeros((GIF_SEQUENCES, 3, 2, 32, 32, 3))
+    plain, marked = create_graphs.gif_frames(examples), create_graphs.gif_frames(examples, mark)
+    assert marked.shape[1] == plain.shape[1] + GIF_BAND
+    np.testing.assert_array_equal(marked[:, : plain.shape[1]], plain)
+    red = (marked[..., 0] > 200) & (marked[..., 1] < 80) & (marked[..., 2] < 80)
+    assert red[:, plain.shape[1]:].any() and not red[:, : plain.shape[1]].any()
