@@ -253,9 +253,7 @@ def main(argv=None):
         print(f"create_graphs.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
-        what, status = runtime.stopped(stop)
-        print(f"\ncreate_graphs.py: {what}; nothing written", file=sys.stderr)
-        return status
+        return runtime.stopped("create_graphs.py", stop, "nothing written")
 
 
 def run(argv=None):

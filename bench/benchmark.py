@@ -238,4 +238,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        with runtime.stoppable():
+            main()
+    except runtime.Unavailable as error:
+        print(f"benchmark.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as stop:
+        sys.exit(runtime.stopped("benchmark.py", stop, "nothing written"))

@@ -32,11 +32,12 @@ def stoppable():
         signal.signal(signal.SIGTERM, previous)
 
 
-def stopped(interrupt):
-    """`(what, exit status)` for a `KeyboardInterrupt`: 128 + the signal, as a shell reports it."""
-    if isinstance(interrupt, Terminated):
-        return "terminated", 128 + signal.SIGTERM
-    return "interrupted", 128 + signal.SIGINT
+def stopped(prog, interrupt, then):
+    """Say in one line that `prog` stopped on `interrupt` (Ctrl-C or `Terminated`), and `then`
+    what to do; return the exit status, 128 + the signal, as a shell reports it."""
+    terminated = isinstance(interrupt, Terminated)
+    print(f"\n{prog}: {'terminated' if terminated else 'interrupted'}; {then}", file=sys.stderr)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def check_backend():

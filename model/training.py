@@ -533,9 +533,7 @@ def main(defaults, description, argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM
-        what, status = runtime.stopped(stop)
-        print(f"\n{prog}: {what}; rerun the same command to resume from the last checkpoint",
-              file=sys.stderr)
-        return status
+        return runtime.stopped(prog, stop, "rerun the same command to resume from the last "
+                                           "checkpoint")
     print(f"done: step {step}; checkpoints and videos in {config.train_dir}")
     return 0
