@@ -158,3 +158,20 @@ def test_study_without_pairs_is_one_line(tmp_path, capsys):
     assert run_study(tmp_path, tmp_path / "s") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no seed pair" in err[0] and not (tmp_path / "s.csv").exists()
+
+
+def test_each_variant_reads_its_own_evaluation(monkeypatch):
+    """clean/clipped: no dropout, raw/clipped error; dropout variants: keep 0.8, likewise."""
+    def fake_evaluate(models, n, horizon, seed, batch_size, quality, keep_prob):
+        base = 10.0 if keep_prob == study.EVAL_KEEP_PROB else 1.0
+        return {s: {"sse": np.full((n, horizon), base), "sse_clipped": np.full((n, horizon), 2 * base)}
+                for s in evaluation.SERIES}
+
+    monkeypatch.setattr(study, "evaluate", fake_evaluate)
+    monkeypatch.setattr(study, "load", lambda name, path: (None, 0))
+    args = study.parse_flags(["--num_sequences", "2", "--horizon", "3"])
+    means = study.evaluate_pair({"conv_lstm": "a", "conv": "b"}, args, study.VARIANTS)
+    want = {"clean": 1, "clipped": 2, "dropout": 10, "dropout_clipped": 20}
+    for (variant, alignment), curves in means.items():
+        np.testing.assert_array_equal(curves, np.full((2, 3), want[variant]))
+    assert len(means) == 8
