@@ -218,7 +218,8 @@ def test_a_state_json_value_of_the_wrong_type_or_range_damages_the_checkpoint(ru
 
 def test_a_conv_lstm_clip_with_no_frame_to_score_is_refused(tmp_path, capsys):
     first_scored = ConvLSTMPredictor(context=5).first_scored()  # the loss's first frame
-    flags = ["--train_dir", str(tmp_path / "run"), "--seq_length"]
+    flags = ["--train_dir", str(tmp_path / "run"), "--max_step", "1", "--batch_size", "2",
+             "--seq_length"]
     assert main(CONV_LSTM, "", [*flags, str(first_scored)]) == 2
     line = one_line(capsys.readouterr().err)
     assert f"--seq_length {first_scored} leaves no frame to learn from" in line
