@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from create_graphs import write_outputs
-from model import checkpoint
+from model import checkpoint, runtime
 from model.evaluation import MODELS, evaluate, load
 from model.training import Parser, UsageError
 
@@ -123,8 +123,14 @@ def train_runs(study_dir):
 
 
 def evaluate_pair(paths, args, variants):
-    """`{(variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean errors."""
-    models = {name: load(name, path)[0] for name, path in paths.items()}
+    """`{(variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean errors. Raises
+    `UsageError` naming a checkpoint that does not load."""
+    models = {}
+    for name, path in paths.items():
+        try:
+            models[name] = load(name, path)[0]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"{path} does not load ({error})") from None
     means = {}
     for keep_prob in sorted({1.0 if v in ("clean", "clipped") else EVAL_KEEP_PROB
                              for v in variants}, reverse=True):
@@ -310,39 +316,43 @@ def parse_flags(argv=None):
 
 
 def main(argv=None):
+    """The exit code: 2 for a bad flag, folder or checkpoint, 1 where training or an output
+    write fails, 130 on Ctrl-C and 143 on SIGTERM, each with one line."""
     try:
-        args = parse_flags(argv)
-        if args.train and train_runs(args.study_dir):
-            return 1
-        pairs = find_pairs(args.study_dir)
-        if not pairs:
-            raise UsageError(f"no seed pair with a common milestone in {args.study_dir} "
-                             "(<model>/seed<k>/ckpt-<step>/ for both models)")
-        from model import runtime
-
-        runtime.setup()
-        print(f"{len(pairs)} seed pairs: " + ", ".join(f"seed {seed} at {step:,}"
-                                                      for step, seed in pairs))
-        original = read_original()
-        table = run_study(pairs, args)
-    except UsageError as error:
+        with runtime.stoppable():
+            return run(argv)
+    except (UsageError, runtime.Unavailable) as error:
         print(f"reproduction_study.py: error: {error}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"reproduction_study.py: error: a checkpoint does not load ({error})",
-              file=sys.stderr)
-        return 2
-    print_table(table, original)
-    verdict(table, original)
-    caption = f"{args.num_sequences} sequences, seed {args.seed}"
-    try:
-        with checkpoint.writing(args.out):
-            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        write_outputs({args.out + ".csv": lambda p: write_csv(p, table, original),
-                       args.out + ".png": lambda p: plot(p, table, original, caption)})
     except checkpoint.CannotWrite as error:
         print(f"reproduction_study.py: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:
+        return runtime.stopped("reproduction_study.py", stop,
+                               "nothing written; rerun to evaluate (--train resumes)")
+
+
+def run(argv=None):
+    args = parse_flags(argv)
+    runtime.check_backend()
+    if args.train and train_runs(args.study_dir):
+        return 1
+    pairs = find_pairs(args.study_dir)
+    if not pairs:
+        raise UsageError(f"no seed pair with a common milestone in {args.study_dir} "
+                         "(<model>/seed<k>/ckpt-<step>/ for both models)")
+    runtime.setup()
+    print(f"{len(pairs)} seed pairs: " + ", ".join(f"seed {seed} at {step:,}"
+                                                  for step, seed in pairs))
+    original = read_original()
+    table = run_study(pairs, args)
+    print_table(table, original)
+    verdict(table, original)
+    caption = f"{args.num_sequences} sequences, seed {args.seed}"
+    with checkpoint.writing(args.out):
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    write_outputs({args.out + ".csv": lambda p: write_csv(p, table, original),
+                   args.out + ".png": lambda p: plot(p, table, original, caption)})
     print(f"wrote {args.out}.csv and {args.out}.png")
     return 0
 

@@ -20,31 +20,34 @@ def steps_in(train_dir):
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    """Tiny seed-0 runs of both models (steps 1-5, milestones at 2 and 4), copied as seed 1."""
-    root = tmp_path_factory.mktemp("study")
+def runs(tmp_path_factory):
+    """Tiny seed-0 runs of both models: steps 1-5, checkpoints at 2 and 4 (milestones), 3, 5."""
+    root = tmp_path_factory.mktemp("runs")
     for config in (CONV_LSTM, CONV):
-        run = root / config.model / "seed0"
-        train(dataclasses.replace(config, train_dir=str(run), max_step=5, **TINY),
-              log=lambda _: None)
-        shutil.copytree(run, root / config.model / "seed1")
+        train(dataclasses.replace(config, train_dir=str(root / config.model), max_step=5,
+                                  **TINY), log=lambda _: None)
     return root
 
 
-def test_milestones_survive_the_keep_rule(study_dir):
+@pytest.fixture(scope="module")
+def study_dir(runs, tmp_path_factory):
+    """The runs' milestones as a study's seed 0 and seed 1 (copies)."""
+    root = tmp_path_factory.mktemp("study")
+    for name in evaluation.MODELS:
+        for seed in (0, 1):
+            for step in (2, 4):
+                shutil.copytree(runs / name / f"ckpt-{step:07d}",
+                                root / name / f"seed{seed}" / f"ckpt-{step:07d}")
+    return root
+
+
+def test_milestones_survive_the_keep_rule(runs):
     # saves at 2 (milestone), 3, 4 (milestone), 5: the newest two are 4 and 5
-    assert steps_in(study_dir / "conv" / "seed0") == [2, 4, 5]
+    assert steps_in(runs / "conv") == [2, 4, 5]
 
 
-def test_no_milestones_with_keep_every_0(tmp_path):
-    config = dataclasses.replace(CONV, train_dir=str(tmp_path), max_step=5,
-                                 **{**TINY, "keep_every": 0})
-    train(config, log=lambda _: None)
-    assert steps_in(tmp_path) == [3, 5]
-
-
-def test_damaged_milestone_is_set_aside_like_any_other(study_dir, tmp_path, capsys):
-    run = shutil.copytree(study_dir / "conv" / "seed0", tmp_path / "run")
+def test_damaged_milestone_is_set_aside_like_any_other(runs, tmp_path, capsys):
+    run = shutil.copytree(runs / "conv", tmp_path / "run")
     shutil.rmtree(run / "ckpt-0000005")  # the milestone at 4 is now the newest
     weights = run / "ckpt-0000004" / "model.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -56,8 +59,8 @@ def test_damaged_milestone_is_set_aside_like_any_other(study_dir, tmp_path, caps
     assert steps_in(run) == [2, 4, 6]  # 4 trained again and kept as a milestone
 
 
-def test_load_run_picks_a_chosen_checkpoint(study_dir):
-    run = str(study_dir / "conv_lstm" / "seed0")
+def test_load_run_picks_a_chosen_checkpoint(runs):
+    run = str(runs / "conv_lstm")
     assert evaluation.load_run("conv_lstm", run)[::2] == (os.path.join(run, "ckpt-0000005"), 5)
     assert evaluation.load_run("conv_lstm", run, step=2)[::2] == (
         os.path.join(run, "ckpt-0000002"), 2)
@@ -104,7 +107,7 @@ def test_original_read_off_its_pixels():
 
 def run_study(study_dir, out):
     return study.main(["--study_dir", str(study_dir), "--num_sequences", "3", "--horizon", "8",
-                       "--batch_size", "2", "--variants_at", "4", "--out", str(out)])
+                       "--batch_size", "3", "--variants_at", "4", "--out", str(out)])
 
 
 def read_csv(path):
@@ -113,6 +116,8 @@ def read_csv(path):
 
 
 def test_study_csv(study_dir, tmp_path):
+    """Rows for every checkpoint, seed, variant, alignment and prediction step; the clean rows
+    are `evaluation.evaluate`'s mean errors; a second run writes the same bytes."""
     assert run_study(study_dir, tmp_path / "s") == 0
     assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.png"]
     header, rows = read_csv(tmp_path / "s.csv")
@@ -121,10 +126,10 @@ def test_study_csv(study_dir, tmp_path):
     original = [r for r in rows if r[0] == "original_2016_pixels"]
     assert len(original) == 24
     ours = {tuple(r[1:6]): [float(x) for x in r[6:]] for r in rows if r[0] == "ours"}
-    # every checkpoint of seeds 0 and 1 (2, 4, 5); the dropout variants only at 4
-    assert {k[:3] for k in ours} == {(s, seed, v) for s in ("2", "4", "5") for seed in "01"
+    # milestones 2 and 4 of seeds 0 and 1; the dropout variants only at 4
+    assert {k[:3] for k in ours} == {(s, seed, v) for s in ("2", "4") for seed in "01"
                                      for v in study.VARIANTS if s == "4" or "dropout" not in v}
-    assert len(ours) == (2 + 4 + 2) * 2 * 2 * 8  # variants x seeds x alignments x steps
+    assert len(ours) == (2 + 4) * 2 * 2 * 8  # variants x seeds x alignments x steps
     for lstm, conv, ratio in ours.values():
         assert ratio == pytest.approx(conv / lstm, rel=5e-5)  # each written to 6 digits
     for key, (lstm, conv, _) in ours.items():
@@ -132,25 +137,16 @@ def test_study_csv(study_dir, tmp_path):
             clean = ours[(key[0], key[1], "clean", *key[3:])]
             assert lstm <= clean[0] * (1 + 1e-6) and conv <= clean[1] * (1 + 1e-6)
 
-
-def test_study_clean_rows_are_create_graphs_errors(study_dir, tmp_path):
-    """The study's clean rows are the mean errors `evaluation.evaluate` gives the same pair."""
-    assert run_study(study_dir, tmp_path / "s") == 0
-    _, rows = read_csv(tmp_path / "s.csv")
     models = {n: evaluation.load(n, study_dir / n / "seed1" / "ckpt-0000002")[0]
               for n in evaluation.MODELS}
-    results = evaluation.evaluate(models, 3, 8, 2016, 2, quality=False)
+    results = evaluation.evaluate(models, 3, 8, 2016, 3, quality=False)
     for alignment, suffix in (("2016", "_2016"), ("our", "")):
-        got = [[float(r[6]), float(r[7])] for r in rows
-               if r[:5] == ["ours", "2", "1", "clean", alignment]]
+        got = [ours[("2", "1", "clean", alignment, str(k))][:2] for k in range(8)]
         want = [results["conv_lstm" + suffix]["sse"].mean(0), results["conv" + suffix]["sse"].mean(0)]
         np.testing.assert_allclose(np.array(got).T, want, rtol=1e-5)
 
-
-def test_second_study_run_gives_the_same_csv(study_dir, tmp_path):
-    assert run_study(study_dir, tmp_path / "a") == 0
-    assert run_study(study_dir, tmp_path / "b") == 0
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert run_study(study_dir, tmp_path / "again" / "s") == 0
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "again" / "s.csv").read_bytes()
 
 
 def test_study_without_pairs_is_one_line(tmp_path, capsys):
