@@ -1,4 +1,3 @@
-import dataclasses
 import errno
 import functools
 import os
@@ -16,23 +15,10 @@ import create_graphs
 from create_graphs import GIF_BAND, GIF_GAP, GIF_SCALE, GIF_SEQUENCES
 from model import evaluation
 from model.evaluation import CONTEXT
-from model.training import CONV, CONV_LSTM, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
 SIDE = 32 * GIF_SCALE + GIF_GAP  # one panel of the GIF with its margins
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    dirs = {}
-    for config in (CONV_LSTM, CONV):
-        train_dir = str(root / config.model)
-        train(dataclasses.replace(config, train_dir=train_dir, batch_size=2, max_step=2,
-                                  save_every=2), log=lambda _: None)
-        dirs[config.model] = train_dir
-    return dirs
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +118,9 @@ def test_mixed_weights_warned_before_evaluating_and_titled(tiny_runs, tmp_path, 
     warnings = [line for line in seen["stderr"].splitlines() if "warning" in line]
     assert len(seen["titles"]) == 2
     if mixed:
-        assert len(warnings) == 1 and "step 2)" in warnings[0] and "step 200,000" in warnings[0]
+        assert len(warnings) == 1 and "step 5)" in warnings[0] and "step 200,000" in warnings[0]
         for title in seen["titles"]:
-            assert "MIXED WEIGHTS" in title and "step 2)" in title and "conv shipped" in title
+            assert "MIXED WEIGHTS" in title and "step 5)" in title and "conv shipped" in title
     else:
         assert warnings == [] and not any("MIXED" in t for t in seen["titles"])
         assert all("ConvLSTM " + tiny_runs["conv_lstm"] in t for t in seen["titles"])

@@ -1,18 +1,18 @@
 """Milestone checkpoints (`--keep_every`), evaluating a chosen checkpoint, and the reproduction
 study on tiny runs."""
 
-import dataclasses
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import reproduction_study as study
 from model import checkpoint, evaluation
-from model.training import CONV, CONV_LSTM, UsageError, main, train
+from conftest import TINY
+from model.training import CONV, UsageError, main
 
-TINY = dict(batch_size=2, save_every=3, log_every=1, keep_every=2)
 
 
 def steps_in(train_dir):
@@ -20,13 +20,9 @@ def steps_in(train_dir):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Tiny seed-0 runs of both models: steps 1-5, checkpoints at 2 and 4 (milestones), 3, 5."""
-    root = tmp_path_factory.mktemp("runs")
-    for config in (CONV_LSTM, CONV):
-        train(dataclasses.replace(config, train_dir=str(root / config.model), max_step=5,
-                                  **TINY), log=lambda _: None)
-    return root
+def runs(tiny_runs):
+    """The shared tiny runs (`conftest.py`): checkpoints at 2 and 4 (milestones), 3, 5."""
+    return Path(tiny_runs["conv"]).parent
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +111,13 @@ def read_csv(path):
     return lines[0].split(","), [line.split(",") for line in lines[1:]]
 
 
-def test_study_csv(study_dir, tmp_path):
+def test_study_csv(study_dir, tmp_path, monkeypatch):
     """Rows for every checkpoint, seed, variant, alignment and prediction step; the clean rows
     are `evaluation.evaluate`'s mean errors; a second run writes the same bytes."""
+    from model import train_step
+
+    # eager rollouts: 3 sequences do not repay tracing a graph per model (20 s)
+    monkeypatch.setattr(train_step, "compiled_rollout", lambda model: model.rollout)
     assert run_study(study_dir, tmp_path / "s") == 0
     assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.png"]
     header, rows = read_csv(tmp_path / "s.csv")
