@@ -19,7 +19,7 @@ import numpy as np
 from model import checkpoint, runtime
 from model.evaluation import (ALIGNMENTS, CONTEXT, LABELS, MODELS, SERIES, eval_clips,
                               evaluate, load_run, mean_and_ci95, predict)
-from model.training import CONV, CONV_LSTM, REPO, Parser, UsageError
+from model.training import CONV, CONV_LSTM, REPO, Parser, UsageError, script_exit
 
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -243,17 +243,7 @@ def _warn(message):
 def main(argv=None):
     """The exit code: 2 for a bad flag or folder, 1 where an output cannot be written, 130 on
     Ctrl-C and 143 on SIGTERM (nothing written then), each with one line."""
-    try:
-        with runtime.stoppable():
-            return run(argv)
-    except (UsageError, runtime.Unavailable) as error:
-        print(f"create_graphs.py: error: {error}", file=sys.stderr)
-        return 2
-    except checkpoint.CannotWrite as error:
-        print(f"create_graphs.py: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as stop:
-        return runtime.stopped("create_graphs.py", stop, "nothing written")
+    return script_exit("create_graphs.py", lambda: run(argv), "nothing written")
 
 
 def run(argv=None):

@@ -31,7 +31,7 @@ import numpy as np
 from create_graphs import write_outputs
 from model import checkpoint, runtime
 from model.evaluation import MODELS, evaluate, load
-from model.training import Parser, UsageError
+from model.training import Parser, UsageError, script_exit
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 ORIGINAL = os.path.join(ROOT, "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -318,18 +318,8 @@ def parse_flags(argv=None):
 def main(argv=None):
     """The exit code: 2 for a bad flag, folder or checkpoint, 1 where training or an output
     write fails, 130 on Ctrl-C and 143 on SIGTERM, each with one line."""
-    try:
-        with runtime.stoppable():
-            return run(argv)
-    except (UsageError, runtime.Unavailable) as error:
-        print(f"reproduction_study.py: error: {error}", file=sys.stderr)
-        return 2
-    except checkpoint.CannotWrite as error:
-        print(f"reproduction_study.py: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as stop:
-        return runtime.stopped("reproduction_study.py", stop,
-                               "nothing written; rerun to evaluate (--train resumes)")
+    return script_exit("reproduction_study.py", lambda: run(argv),
+                       "nothing written; rerun to evaluate (--train resumes)")
 
 
 def run(argv=None):

@@ -515,6 +515,23 @@ def _check_same_run(config, saved):
         )
 
 
+def script_exit(prog, body, then):
+    """`body()`'s exit code, for the evaluation scripts: 2 for a bad flag, folder or backend,
+    1 where a write fails, 130 / 143 on Ctrl-C / SIGTERM (`then` says what to do next), each
+    with one line."""
+    try:
+        with runtime.stoppable():
+            return body()
+    except (UsageError, runtime.Unavailable) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except checkpoint.CannotWrite as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        return runtime.stopped(prog, stop, then)
+
+
 def main(defaults, description, argv=None):
     """Entry point for the training scripts: returns the process exit code."""
     prog = os.path.basename(sys.argv[0])
