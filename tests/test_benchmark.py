@@ -36,7 +36,7 @@ def test_benchmark_writes_its_json_and_table(tmp_path):
         assert sorted(figures) == sorted(["chains", *timings])
         for key in timings:
             assert _ordered(figures[key]) and figures[key]["repeats"] >= 2
-            assert 1 < figures[key]["median"] < 2_000  # ms per step of 16 clips
+            assert 1 < figures[key]["median"] < 20_000  # ms (not s or us) per step of 16 clips
         assert f"{model} end_to_end " in result.stdout  # a row of the table
     assert f"wrote {out}" in result.stdout
 
