@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from model import checkpoint
-from model.training import CONV, CONV_LSTM, UsageError
+from model.training import CONV, CONV_LSTM, UsageError, first_line
 
 CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only one of them
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
@@ -71,14 +71,10 @@ def load_run(name, train_dir, step=None, pretrained_dir=None, warn=print):
         try:
             return (path, *load(name, path))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            failures.append(f"{path} ({_first_line(error)})")
+            failures.append(f"{path} ({first_line(error)})")
             if len(found) > 1:
                 warn(f"warning: skipping {failures[-1]}: it does not load")
     raise UsageError(f"no checkpoint of the {name} model loads: {'; '.join(failures) or train_dir}")
-
-
-def _first_line(error):
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def ssim(a, b, window=7):

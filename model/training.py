@@ -453,19 +453,20 @@ def _resume(config, model, optimizer, log):
             damaged.append((path, error))
             continue
         for bad, error in damaged:
-            log(f"warning: {bad} does not load ({_first_line(error)}); "
+            log(f"warning: {bad} does not load ({first_line(error)}); "
                 f"moved aside to {checkpoint.set_aside(bad)}")
         log(f"resuming from step {step} ({path})")
         return step
     if found:
         newest, error = damaged[0]
         raise UsageError(f"no checkpoint in {config.train_dir!r} loads ({newest}: "
-                         f"{_first_line(error)}); "
+                         f"{first_line(error)}); "
                          "pass --fresh to start over, or use another --train_dir")
     return 0
 
 
-def _first_line(error):
+def first_line(error):
+    """An error's first line, or its type's name where it has no text."""
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
