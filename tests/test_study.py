@@ -144,6 +144,10 @@ def test_study_csv(study_dir, tmp_path, monkeypatch):
         got = [ours[("2", "1", "clean", alignment, str(k))][:2] for k in range(8)]
         want = [results["conv_lstm" + suffix]["sse"].mean(0), results["conv" + suffix]["sse"].mean(0)]
         np.testing.assert_allclose(np.array(got).T, want, rtol=1e-5)
+        table, original = study.read_csv(tmp_path / "s.csv")  # back as the study holds it
+        np.testing.assert_allclose(table[2, 1, "clean", alignment], want, rtol=1e-5)
+    assert len(table) == len(ours) // 8
+    np.testing.assert_allclose(original["conv"], study.read_original()["conv"], rtol=1e-5)
 
     assert run_study(study_dir, tmp_path / "again" / "s") == 0
     assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "again" / "s.csv").read_bytes()
