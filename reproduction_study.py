@@ -330,8 +330,9 @@ def plot(path, table, original, caption):
     ax.set_title("conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.suptitle("Reproduction study: three seed pairs at each training length, against the "
-                 "original's figure", fontsize=12)
+    seeds = sorted({key[1] for key in table})
+    fig.suptitle(f"Reproduction study: seed pairs {', '.join(map(str, seeds))} at each training "
+                 "length (where trained), against the original's figure", fontsize=12)
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     fig.tight_layout()
     try:
