@@ -11,8 +11,9 @@ variants:
                    original's first script fed its video rollout
   dropout_clipped  both
 The dropout variants cost a second evaluation; `--variants_at` limits them to some milestones.
-Beside them, the original's two curves read off the pixels of its figure (`read_original`). Writes `<out>.csv` (one row per evaluation and prediction step, the
-original's reading included) and `<out>.png`, and prints the README's table.
+Beside them, the original's two curves read off the pixels of its figure (`read_original`).
+Writes `<out>.csv` (one row per evaluation and prediction step, the original's reading
+included) and `<out>.png`, and prints the README's table and the figures its verdict quotes.
 
 `--train` first trains (or resumes) the study's six runs, one after another, each by its
 training script with `--seed k`; their milestones are copied into `--study_dir` after each run.
@@ -93,7 +94,8 @@ def find_pairs(study_dir):
         folder = os.path.join(study_dir, name)
         for seed_dir in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             match = re.fullmatch(r"seed(\d+)", seed_dir)
-            for path in checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []:
+            runs = checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []
+            for path in runs:
                 key = (checkpoint.step_of(path), int(match.group(1)))
                 found.setdefault(key, {})[name] = path
     return {key: paths for key, paths in sorted(found.items()) if len(paths) == len(MODELS)}
@@ -239,7 +241,8 @@ def spans(steps):
 def verdict(table, original):
     """Print the figures the README's verdict quotes: per milestone and alignment, the steps
     where the conv model is level with or ahead of the ConvLSTM, per seed; per milestone,
-    evaluation and alignment, the ratio at steps 3-7 (seed mean and range of each seed's mean)
+    evaluation and alignment, the ratio at step 0 and at steps 3-7 (seed mean; for 3-7 also the
+    range of each seed's mean)
     and the steps 1-20 where the seeds' mean ratio is within `NEAR` of the original's (of the
     steps its figure shows both lines); then, at the last milestone, how far the seeds' ConvLSTM
     errors spread and how much clipping moves the ratio."""
@@ -250,15 +253,17 @@ def verdict(table, original):
         if variant == "clean":
             level = [k for k in range(1, len(lstm)) if conv[k] <= lstm[k]]
             print(f"  {step:>7,} seed {seed} {alignment:>4}: {spans(level)}")
-    print(f"\nper evaluation: the ratio at steps 3-7 (original {target[MIDDLE].mean():.2f}); "
+    print(f"\nper evaluation: the ratio at step 0 (original {target[0]:.2f}) and at steps 3-7 "
+          f"(original {target[MIDDLE].mean():.2f}), seed mean (range); "
           f"its steps 1-20 within +-{NEAR:.0%} of the original's, of {len(readable)} readable "
           f"({readable[0]}-{readable[-1]}):")
     for step, variant, alignment in sorted({key[:1] + key[2:] for key in table}):
         r = ratios(table, step, variant, alignment)
         middle, mean = r[:, MIDDLE].mean(axis=1), r.mean(axis=0)
         near = [k for k in readable if k < len(mean) and abs(mean[k] / target[k] - 1) <= NEAR]
-        print(f"  {step:>7,} {variant:>15} {alignment:>4}: 3-7 {middle.mean():.2f} "
-              f"({middle.min():.2f}-{middle.max():.2f}); {len(near):2d} near: {spans(near)}")
+        print(f"  {step:>7,} {variant:>15} {alignment:>4}: 0 {mean[0]:.2f}, 3-7 "
+              f"{middle.mean():.2f} ({middle.min():.2f}-{middle.max():.2f}); "
+              f"{len(near):2d} near: {spans(near)}")
     last = max(key[0] for key in table)
     lstm = np.array([c[0] for key, c in sorted(table.items()) if key[0] == last
                      and key[2:] == ("clean", "2016")])
@@ -357,7 +362,7 @@ def parse_flags(argv=None):
     add("--variants_at", type=int, nargs="+",
         help="milestones at which the dropout variants are measured too (default: all)")
     add("--train", action="store_true",
-        help="first train or resume the six runs (about 5 hours on 2 cores)")
+        help="first train or resume the six runs (about 4.5 hours on 2 cores)")
     add("--out", default=os.path.join(ROOT, "figs", "reproduction_study"),
         help="output prefix: .csv and .png (default: %(default)s)")
     args = parser.parse_args(argv)
