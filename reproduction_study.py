@@ -242,10 +242,9 @@ def verdict(table, original):
     """Print the figures the README's verdict quotes: per milestone and alignment, the steps
     where the conv model is level with or ahead of the ConvLSTM, per seed; per milestone,
     evaluation and alignment, the ratio at step 0 and at steps 3-7 (seed mean; for 3-7 also the
-    range of each seed's mean)
-    and the steps 1-20 where the seeds' mean ratio is within `NEAR` of the original's (of the
-    steps its figure shows both lines); then, at the last milestone, how far the seeds' ConvLSTM
-    errors spread and how much clipping moves the ratio."""
+    range of each seed's mean) and the steps 1-20 where the seeds' mean ratio is within `NEAR` of
+    the original's (of the steps its figure shows both lines); then, at the last milestone, how
+    far the seeds' ConvLSTM errors spread and how much clipping moves the ratio."""
     target = original["conv"] / original["conv_lstm"]
     readable = [k for k in range(1, 21) if not np.isnan(target[k])]
     print("\nprediction steps where the conv model's error is not above the ConvLSTM's, per seed:")

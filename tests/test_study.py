@@ -140,11 +140,11 @@ def test_study_csv(study_dir, tmp_path, monkeypatch):
     models = {n: evaluation.load(n, study_dir / n / "seed1" / "ckpt-0000002")[0]
               for n in evaluation.MODELS}
     results = evaluation.evaluate(models, 3, 8, 2016, 3, quality=False)
+    table, original = study.read_csv(tmp_path / "s.csv")  # back as the study holds it
     for alignment, suffix in (("2016", "_2016"), ("our", "")):
         got = [ours[("2", "1", "clean", alignment, str(k))][:2] for k in range(8)]
         want = [results["conv_lstm" + suffix]["sse"].mean(0), results["conv" + suffix]["sse"].mean(0)]
         np.testing.assert_allclose(np.array(got).T, want, rtol=1e-5)
-        table, original = study.read_csv(tmp_path / "s.csv")  # back as the study holds it
         np.testing.assert_allclose(table[2, 1, "clean", alignment], want, rtol=1e-5)
     assert len(table) == len(ours) // 8
     np.testing.assert_allclose(original["conv"], study.read_original()["conv"], rtol=1e-5)
