@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -144,7 +145,11 @@ def test_sigterm_inside_a_save_ends_in_one_line_and_the_run_resumes(run_dir, cap
 def test_ctrl_c_in_create_graphs_from_another_folder(tmp_path, capsys, monkeypatch):
     """Its default folders are the repository's, wherever it runs; Ctrl-C ends it in one line."""
     def interrupted(*args):
-        os.kill(os.getpid(), signal.SIGINT)
+        # Ctrl-C's signal, sent to this thread (os.kill's may land on another thread, and Python
+        # then runs its handler a moment later): Python's handler raises KeyboardInterrupt here
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(5)
         raise AssertionError("no KeyboardInterrupt")
 
     monkeypatch.chdir(tmp_path)
