@@ -192,17 +192,23 @@ def read_csv(path):
             {name: np.array(curve) for name, curve in original.items()})
 
 
+def errors(table, step, variant="clean", alignment="2016"):
+    """`{model: (seeds, horizon)}`: each model's error per seed of milestone `step`."""
+    rows = [c for (s, _, v, a), c in sorted(table.items())
+            if (s, v, a) == (step, variant, alignment)]
+    return {name: np.array([c[index] for c in rows]) for index, name in enumerate(MODELS)}
+
+
 def ratios(table, step, variant="clean", alignment="2016"):
     """`(seeds, horizon)`: conv / ConvLSTM per seed of milestone `step`."""
-    return np.array([conv / lstm for (s, _, v, a), (lstm, conv) in sorted(table.items())
-                     if (s, v, a) == (step, variant, alignment)])
+    error = errors(table, step, variant, alignment)
+    return error["conv"] / error["conv_lstm"]
 
 
 def growth(table, step, model, alignment="2016"):
     """`(seeds, horizon)`: one model's error over its own step 0, per seed of milestone `step`."""
-    index = list(MODELS).index(model)
-    return np.array([c[index] / c[index][0] for (s, _, v, a), c in sorted(table.items())
-                     if (s, v, a) == (step, "clean", alignment)])
+    error = errors(table, step, alignment=alignment)[model]
+    return error / error[:, :1]
 
 
 def print_table(table, original):
@@ -264,8 +270,7 @@ def verdict(table, original):
               f"{middle.mean():.2f} ({middle.min():.2f}-{middle.max():.2f}); "
               f"{len(near):2d} near: {spans(near)}")
     last = max(key[0] for key in table)
-    lstm = np.array([c[0] for key, c in sorted(table.items()) if key[0] == last
-                     and key[2:] == ("clean", "2016")])
+    lstm = errors(table, last)["conv_lstm"]
     print(f"at {last:,}: ConvLSTM error at steps 5-10, highest seed over lowest: "
           + " ".join(f"{x:.2f}" for x in (lstm.max(0) / lstm.min(0))[5:11]))
     for alignment in ALIGNMENTS:
