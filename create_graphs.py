@@ -9,69 +9,51 @@ it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--
 Default folders are this repository's, from any working folder.
 """
 
-import argparse
-import contextlib
 import os
 import sys
+import textwrap
+import warnings
 
 import numpy as np
 
-from model import checkpoint, runtime
-from model.evaluation import (ALIGNMENTS, CONTEXT, LABELS, MODELS, SERIES, eval_clips,
-                              evaluate, load_run, mean_and_ci95, predict)
-from model.training import CONV, CONV_LSTM, REPO, Parser, UsageError, script_exit
+from model import checkpoint, cli, evaluation, files, runtime
+from model.evaluation import (ALIGNMENTS, LABELS, MODELS, SERIES, eval_clips, evaluate,
+                              load_run, mean_and_ci95)
 
-ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        "figs", "original_2016_conv_lstm_vs_conv.png")
-GIF_SEQUENCES, GIF_SCALE, GIF_GAP, GIF_BAND = 3, 5, 8, 24  # rows; px per pixel, between, text
+ORIGINAL = os.path.join(cli.REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
+GIF_SEQUENCES, GIF_SIDE, GIF_GAP, GIF_BAND = 3, 160, 8, 24  # rows; px a panel, between, text
 GIF_MS = 250  # per frame, as the original's 4 frames per second
+DEFAULT_OUT = os.path.join(cli.REPO, "results", "conv_lstm_vs_conv")
 
 
 def parse_flags(argv=None):
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_sequences", type=int, default=1200,
-                        help="sequences averaged (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=2016,
-                        help="seed of the evaluation sequences (default: %(default)s)")
-    parser.add_argument("--horizon", type=int, default=24,
-                        help="predicted frames per sequence (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=200,
-                        help="sequences per forward pass (default: %(default)s)")
-    parser.add_argument("--conv_lstm_dir", default=os.path.join(REPO, CONV_LSTM.train_dir),
-                        help="training folder of the ConvLSTM run (default: %(default)s)")
-    parser.add_argument("--conv_dir", default=os.path.join(REPO, CONV.train_dir),
-                        help="training folder of conv (default: %(default)s)")
-    parser.add_argument("--conv_lstm_step", type=int,
-                        help="evaluate the ConvLSTM checkpoint at this step (default: the "
-                             "newest that loads)")
-    parser.add_argument("--conv_step", type=int,
-                        help="evaluate the conv checkpoint at this step (default: the newest "
-                             "that loads)")
-    parser.add_argument("--pretrained_dir", default=os.path.join(REPO, "checkpoints", "pretrained"),
-                        help="shipped weights, used where a training folder holds no checkpoint "
-                             "(default: %(default)s)")
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "conv_lstm_vs_conv"),
-                        help="output prefix: .csv, .png, _psnr_ssim.png, .json; rollouts.gif "
-                             "goes into its folder (default: %(default)s; the committed "
-                             "figures: --out figs/conv_lstm_vs_conv)")
+    """The flags, every one checked; raises `UsageError`."""
+    parser = cli.Parser(description=__doc__)
+    evaluation.add_flags(parser)
+    add = parser.add_argument
+    for name in MODELS:
+        train_dir = os.path.join(cli.REPO, MODELS[name][0].train_dir)
+        add(f"--{name}_dir", default=train_dir, help=f"the {LABELS[name]} model's training "
+            "folder, or one checkpoint folder (default: %(default)s)")
+        add(f"--{name}_step", type=int, help=f"evaluate the {LABELS[name]} checkpoint at this "
+            "step (default: the newest that loads)")
+    add("--pretrained_dir", default=os.path.join(cli.REPO, "checkpoints", "pretrained"),
+        help="shipped weights, used where a training folder holds no checkpoint "
+             "(default: %(default)s)")
+    add("--data", help="evaluate on the held-out clips of this file, which both models were "
+                       "trained on (main_conv_lstm.py --data); default: the bouncing balls")
+    add("--time_major", action="store_true", help="--data is stored time first")
+    add("--out", default=DEFAULT_OUT, help="output prefix, or a folder: .csv, .png, "
+        "_psnr_ssim.png, .json; rollouts.gif goes into its folder (default: %(default)s; the "
+        "committed figures: --out figs/conv_lstm_vs_conv)")
     args = parser.parse_args(argv)
-    for name in ("num_sequences", "horizon", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    check_writable(args.out)
+    evaluation.check_flags(args)
+    for name in MODELS:
+        step = getattr(args, f"{name}_step")
+        if step is not None and step < 0:
+            raise cli.UsageError(f"--{name}_step must be a step, got {step}")
+    args.out = cli.out_prefix(args.out, os.path.basename(DEFAULT_OUT))
     return args
-
-
-def check_writable(prefix):
-    """Raise `UsageError` unless the folder of `prefix` (made if missing) can be written."""
-    folder = os.path.dirname(prefix) or "."
-    try:
-        if not os.path.exists(folder):
-            os.makedirs(folder)
-        checkpoint.probe_writable(folder)
-    except OSError as error:
-        raise UsageError(f"--out {prefix!r} cannot be written: {folder} "
-                         f"({error.strerror or error})") from error
 
 
 def describe_weights(paths, steps, pretrained_dir):
@@ -88,10 +70,11 @@ def describe_weights(paths, steps, pretrained_dir):
 
 
 def summarise(results):
-    """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR, SSIM."""
+    """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR and SSIM
+    in our alignment."""
     columns = {}
     for key in ("sse", "psnr", "ssim"):
-        for series in SERIES:
+        for series in SERIES if key == "sse" else MODELS:
             name = series if key == "sse" else f"{series}_{key}"
             columns[name], columns[f"{name}_ci95"] = mean_and_ci95(results[series][key])
     order = SERIES + [f"{s}_ci95" for s in SERIES]
@@ -126,19 +109,24 @@ def _pyplot():
     return plt
 
 
-def plot_error(path, columns, title, caption):
-    """The original's figure, then ours in its alignment, then ours in our alignment."""
+def plot_error(path, columns, title, caption, frame):
+    """Ours in the 2016 alignment, then in ours; on the bouncing balls, the original's figure
+    first."""
     import matplotlib.image
 
-    fig, axes = _pyplot().subplots(1, 3, figsize=(18, 5.2), dpi=100, width_ratios=(1.3, 1, 1))
-    axes[0].imshow(matplotlib.image.imread(ORIGINAL))
-    axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
-                      fontsize=10)
-    axes[0].axis("off")
-    for ax, alignment in zip(axes[1:], ("_2016", "")):
-        _curves(ax, columns, "", alignment, "squared error summed over the 32x32x3 frame")
+    balls = frame == (32, 32, 3)
+    fig, axes = _pyplot().subplots(1, 2 + balls, figsize=(12 + 6 * balls, 5.2), dpi=100,
+                                   width_ratios=(1.3, 1, 1)[1 - balls:])
+    if balls:
+        axes[0].imshow(matplotlib.image.imread(ORIGINAL))
+        axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
+                          fontsize=10)
+        axes[0].axis("off")
+    for ax, alignment in zip(axes[balls:], ("_2016", "")):
+        _curves(ax, columns, "", alignment,
+                f"squared error summed over the {'x'.join(map(str, frame))} frame")
         ax.set_title(f"this repo, {ALIGNMENTS[alignment]}", fontsize=9)
-    axes[1].sharey(axes[2])
+    axes[-2].sharey(axes[-1])
     _save(fig, path, f"Squared error vs prediction step (95% CI shaded)\n{title}", caption)
 
 
@@ -150,34 +138,44 @@ def plot_quality(path, columns, title, caption):
 
 
 def _save(fig, path, title, caption):
+    width = int(fig.get_figwidth() * 10)  # characters a line at 10 pt, with room to spare
+    title = "\n".join(textwrap.fill(line, width) for line in title.splitlines())
     fig.suptitle(title, fontsize=10, color="red" if "MIXED WEIGHTS" in title else "black")
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     try:
-        fig.tight_layout()
-        fig.savefig(path, format="png")
+        with warnings.catch_warnings():  # a path's characters the font lacks show as boxes
+            warnings.filterwarnings("ignore", "Glyph .* missing")
+            fig.tight_layout()
+            fig.savefig(path, format="png")
     finally:
         _pyplot().close(fig)
 
 
-def rollout_examples(models, horizon, seed):
-    """`(GIF_SEQUENCES, 3, horizon, 32, 32, 3)`: truth, ConvLSTM, conv on fixed clips, ours."""
-    clips = eval_clips(GIF_SEQUENCES, horizon, np.random.default_rng(seed))
-    pairs = predict({n: m.rollout for n, m in models.items()}, clips, horizon)
-    rows = [pairs["conv"][1], pairs["conv_lstm"][0], pairs["conv"][0]]
+def rollout_examples(models, horizon, seed, clips=None):
+    """`(GIF_SEQUENCES, 3, horizon, H, W, C)`: truth, ConvLSTM, conv on fixed clips, ours."""
+    context = models["conv_lstm"].context
+    count = GIF_SEQUENCES if clips is None else min(GIF_SEQUENCES, len(clips))
+    first = 0 if clips is None else len(clips) - count
+    clips = eval_clips(count, context + 1 + horizon, np.random.default_rng(seed), clips, first)
+    lstm = models["conv_lstm"].rollout(clips[:, :context], horizon)
+    conv = models["conv"].rollout(clips[:, context - 1 : context], horizon)
+    rows = [clips[:, context : context + horizon], lstm, conv]
     return np.stack([np.asarray(r) for r in rows], axis=1)
 
 
-def gif_frames(examples, mark=""):
-    """`(horizon, H, W, 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, scaled
-    up `GIF_SCALE` times, with column titles and a step counter drawn in; a `mark` (mixed
-    weights) in red in a band of its own below."""
+def gif_frames(examples, context, mark=""):
+    """`(horizon, H', W', 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, each
+    frame scaled up to about `GIF_SIDE` pixels, with column titles and a step counter drawn in;
+    a `mark` (mixed weights) in red in a band of its own below."""
     from PIL import Image, ImageDraw, ImageFont
 
-    pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, 32, 32, 3)
-    pixels = np.pad(pixels.repeat(GIF_SCALE, -3).repeat(GIF_SCALE, -2),
+    scale = max(1, GIF_SIDE // examples.shape[-3])
+    pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, H, W, C)
+    pixels = np.repeat(pixels, 3 // pixels.shape[-1], axis=-1)  # gray as RGB
+    pixels = np.pad(pixels.repeat(scale, -3).repeat(scale, -2),
                     [(0, 0)] * 3 + [(GIF_GAP // 2,) * 2] * 2 + [(0, 0)], constant_values=255)
-    rows, columns, steps, side = pixels.shape[:4]
-    grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * side, columns * side, 3)
+    rows, columns, steps, height, side = pixels.shape[:5]
+    grid = pixels.transpose(2, 0, 3, 1, 4, 5).reshape(steps, rows * height, columns * side, 3)
     bands = (GIF_BAND, GIF_BAND * (2 if mark else 1))
     grid = np.pad(grid, [(0, 0), bands, (0, 0), (0, 0)], constant_values=255)
     font = mark_font = ImageFont.load_default(size=16)
@@ -189,8 +187,8 @@ def gif_frames(examples, mark=""):
         for c, label in enumerate(("truth", "ConvLSTM", "conv")):
             draw.text(((c + 0.5) * side, GIF_BAND // 2), label, "black", font, anchor="mm")
         draw.text((GIF_GAP, image.height - bands[1] + GIF_BAND // 2),
-                  f"step {k}: frame {CONTEXT + k} (in: ConvLSTM 0-4, conv 4)", "black", font,
-                  anchor="lm")
+                  f"step {k}: frame {context + k} (in: ConvLSTM 0-{context - 1}, "
+                  f"conv {context - 1})", "black", font, anchor="lm")
         if mark:
             draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", mark_font,
                       anchor="lm")
@@ -206,16 +204,6 @@ def write_gif(path, frames):
                    duration=durations, loop=0)
 
 
-def write_outputs(writers):
-    """Run `{path: write(tmp_path)}`; the files land only once all were written. Raises
-    `checkpoint.CannotWrite` naming the file that failed."""
-    folder = os.path.dirname(next(iter(writers))) or "."
-    with checkpoint.writing(folder), contextlib.ExitStack() as stack:  # the renames at its end
-        for path, write in writers.items():
-            with checkpoint.writing(path):
-                write(stack.enter_context(checkpoint.atomic_path(path)))
-
-
 def print_table(columns, horizon):
     print(f"{'':4}  {'ours: frames 5.. for both':^30}  {'2016: ConvLSTM 6.., conv 1..':^30}")
     print(f"{'step':>4}" + f"  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}" * 2)
@@ -227,12 +215,38 @@ def print_table(columns, horizon):
         print(row)
 
 
-def load_models(args):
-    """`(paths, models, steps)`, each keyed by model name; raises `UsageError` and
-    `runtime.Unavailable`."""
-    runtime.setup()
+def open_data(args):
+    """The clips of `--data` (`None`: the bouncing balls), every value checked. Raises
+    `UsageError`."""
+    if args.data is None:
+        return None
+    from systems import clip_file
+
+    clips = clip_file.open_clips(args.data, args.time_major, seq_length=7)
+    clips.verify()
+    return clips
+
+
+def held_out_counts(clips, paths, models, args):
+    """`(num_sequences, horizon)` on a user's clips: the clips that both runs held out of
+    training (the last ones), and as many frames as they have after the context, each at most
+    the flag's value. Raises `UsageError`."""
+    from systems import clip_file
+
+    held = min(clip_file.held_out(len(clips), checkpoint.read_state(p)["config"]["holdout"])
+               for p in paths.values())
+    if held < 2:
+        raise cli.UsageError(f"{args.data} has {held} held-out clip; the intervals need at "
+                             "least 2 (train with a larger --holdout)")
+    frames = clips.shape[1] - models["conv_lstm"].context - 1
+    return min(args.num_sequences, held), min(args.horizon, frames)
+
+
+def load_models(args, clips):
+    """`(paths, models, steps)`, each keyed by model name. Raises `UsageError`."""
+    data = None if clips is None else clips.describe()
     loaded = {n: load_run(n, getattr(args, f"{n}_dir"), getattr(args, f"{n}_step"),
-                          args.pretrained_dir, warn=_warn) for n in MODELS}
+                          args.pretrained_dir, data, warn=_warn) for n in MODELS}
     return tuple({n: run[i] for n, run in loaded.items()} for i in range(3))
 
 
@@ -241,34 +255,40 @@ def _warn(message):
 
 
 def main(argv=None):
-    """The exit code: 2 for a bad flag or folder, 1 where an output cannot be written, 130 on
-    Ctrl-C and 143 on SIGTERM (nothing written then), each with one line."""
-    return script_exit("create_graphs.py", lambda: run(argv), "nothing written")
+    """The exit code (`model/cli.py`); nothing is written unless all of it is."""
+    return cli.run_script("create_graphs.py", lambda: run(argv), "nothing written")
 
 
 def run(argv=None):
     args = parse_flags(argv)
-    paths, models, steps = load_models(args)
+    runtime.setup()
+    clips = open_data(args)
+    num_sequences, horizon = args.num_sequences, args.horizon
+    paths, models, steps = load_models(args, clips)
     weights, mark = describe_weights(paths, steps, args.pretrained_dir)
     print(f"weights: {weights}")
     if mark:
-        print(f"create_graphs.py: warning: the models' weights differ in source or steps: "
-              f"{weights}", file=sys.stderr)
-    results = evaluate(models, args.num_sequences, args.horizon, args.seed, args.batch_size)
+        _warn(f"warning: the models' weights differ in source or steps: {weights}")
+    if clips is not None:
+        num_sequences, horizon = held_out_counts(clips, paths, models, args)
+    results = evaluate(models, num_sequences, horizon, args.seed, args.batch_size, clips=clips)
     columns = summarise(results)
-    print_table(columns, args.horizon)
-    frames = gif_frames(rollout_examples(models, args.horizon, args.seed), mark)
+    print_table(columns, horizon)
+    context = models["conv_lstm"].context
+    frames = gif_frames(rollout_examples(models, horizon, args.seed, clips), context, mark)
     title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
-    caption = f"{args.num_sequences} sequences, seed {args.seed}"
-    record = {"num_sequences": args.num_sequences, "seed": args.seed, "horizon": args.horizon,
-              "alignments": ALIGNMENTS, "weights": {
-                  n: {"path": paths[n], "step": steps[n]} for n in MODELS}}
+    source = "bouncing balls" if clips is None else f"held-out clips of {args.data}"
+    caption = f"{num_sequences} sequences, seed {args.seed}, {source}"
+    frame = (32, 32, 3) if clips is None else clips.frame_shape
+    record = {"num_sequences": num_sequences, "seed": args.seed, "horizon": horizon,
+              "data": None if clips is None else clips.describe(), "alignments": ALIGNMENTS,
+              "weights": {n: {"path": paths[n], "step": steps[n]} for n in MODELS}}
     gif = os.path.join(os.path.dirname(args.out), "rollouts.gif")
-    write_outputs({
+    files.write_all({
         args.out + ".csv": lambda p: write_csv(p, columns),
-        args.out + ".png": lambda p: plot_error(p, columns, title, caption),
+        args.out + ".png": lambda p: plot_error(p, columns, title, caption, frame),
         args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
-        args.out + ".json": lambda p: checkpoint.write_json(p, record),
+        args.out + ".json": lambda p: files.write_json(p, record),
         gif: lambda p: write_gif(p, frames),
     })
     print(f"wrote {args.out}.csv, .png, _psnr_ssim.png, .json and {gif}")

@@ -9,42 +9,45 @@ variants:
   clipped          predictions clipped to [0, 1] before the error
   dropout          the true input frames through dropout with keep probability 0.8, as the
                    original's first script fed its video rollout
-  dropout_clipped  both
-The dropout variants cost a second evaluation; `--variants_at` limits them to some milestones.
+  dropout_clipped  both (the dropout variants cost a second evaluation)
 Beside them, the original's two curves read off the pixels of its figure (`read_original`).
 Writes `<out>.csv` (one row per evaluation and prediction step, the original's reading
-included) and `<out>.png`, and prints the README's table and the figures its verdict quotes.
+included) and `<out>.png`, by default in `results/` (the committed figures: `--out
+figs/reproduction_study`), and prints the README's table and the figures its verdict quotes.
 
 `--train` first trains (or resumes) the study's six runs, one after another, each by its
 training script with `--seed k`; their milestones are copied into `--study_dir` after each run.
 A run whose training folder is gone resumes from its newest milestone there.
 """
 
-import argparse
-import csv
+import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 
-from create_graphs import write_outputs
 from model import checkpoint, runtime
-from model.evaluation import MODELS, evaluate, load
-from model.training import Parser, UsageError, script_exit
+from model.cli import (REPO, Parser, UsageError, check_positive, check_seed, out_prefix,
+                       progress, run_script)
+from model.evaluation import MODELS, evaluate, load_checkpoint
+from model.files import write_all
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-ORIGINAL = os.path.join(ROOT, "figs", "original_2016_conv_lstm_vs_conv.png")
-VARIANTS = ("clean", "clipped", "dropout", "dropout_clipped")
+ORIGINAL = os.path.join(REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
 EVAL_KEEP_PROB = 0.8  # the 2016 scripts fed their training keep_prob to every run of a graph
+VARIANTS = {"clean": (1.0, "sse"), "clipped": (1.0, "sse_clipped"),  # keep_prob, error
+            "dropout": (EVAL_KEEP_PROB, "sse"), "dropout_clipped": (EVAL_KEEP_PROB, "sse_clipped")}
 ALIGNMENTS = {"2016": "_2016", "our": ""}  # name in the CSV: suffix of the evaluation's series
 TABLE_STEPS = (1, 3, 5, 7, 10, 15, 20)
 SEEDS = (0, 1, 2)
 MILESTONES = (10_000, 20_000, 50_000, 100_000, 200_000)  # shipped; every 10,000 kept in training
-STUDY_RUNS = os.path.join(ROOT, "checkpoints", "train_store_study")
+STUDY_RUNS = os.path.join(REPO, "checkpoints", "train_store_study")
 MIDDLE = slice(3, 8)  # prediction steps 3-7, where the original's ratio peaks
+SPREAD = slice(5, 11)  # prediction steps 5-10, where the seeds' ConvLSTM errors differ most
 NEAR = 0.25  # "within +-25 % of the original's ratio"
 
 # The original's figure, 800x600 px: the axes' frame runs from x = 0 at column 100 to x = 25 at
@@ -53,42 +56,47 @@ NEAR = 0.25  # "within +-25 % of the original's ratio"
 FRAME = {"x": (100, 720, 25.0), "y": (540, 60, 300_000.0)}  # pixel at 0, pixel at top, top value
 LEGEND = (537, 710, 70, 135)  # columns and rows of its legend box, which hides the lines there
 LINE_END = 23
+EDGE = 2  # columns at the frame's left edge, inside the axis line's grey antialiasing
 
 
 def read_original(path=ORIGINAL):
     """`{"conv_lstm", "conv"}` -> `(24,)`: each line's height at prediction steps 0..23, in the
-    figure's units. A line's height in a pixel column is the mean row of its pixels weighted by
-    how strongly they carry its colour (blue: B - R; green: G - R, R and B alike), read in the two
-    columns either side of the step and interpolated; NaN where the legend hides it. One pixel is
-    625 units."""
+    figure's units (one pixel is 625). A line's height in a pixel column is the mean row of its
+    pixels weighted by how strongly they carry its colour (blue: B - R; green: G - R, R and B
+    alike), read in the two columns either side of the step and interpolated; NaN where the
+    legend hides it. Step 0 is on the frame's edge, under the axis line's grey antialiasing and
+    the other line (read there, the ConvLSTM's came out 6 % high): it extends the straight first
+    segment, fitted to its columns past `EDGE` where the line shows in full."""
     from PIL import Image
 
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(float)
     r, g, b = np.moveaxis(rgb, -1, 0)
-    weights = {"conv_lstm": np.clip(b - r, 0, None) * (abs(r - g) < 30),
-               "conv": np.clip(g - r, 0, None) * (abs(r - b) < 30)}
     (x0, x1, x_top), (y0, y1, y_top) = FRAME["x"], FRAME["y"]
     rows = np.arange(rgb.shape[0])
-    inside = (rows > y1) & (rows < y0)
-    hidden = (rows >= LEGEND[2]) & (rows <= LEGEND[3])
+    seen = np.zeros(rgb.shape[:2])
+    seen[y1 + 1:y0] = 1
+    seen[LEGEND[2]:LEGEND[3] + 1, LEGEND[0]:LEGEND[1] + 1] = 0
     curves = {}
-    for name, weight in weights.items():
+    for name, colour in (("conv_lstm", (b - r) * (abs(r - g) < 30)),
+                         ("conv", (g - r) * (abs(r - b) < 30))):
+        total = (weight := np.clip(colour, 0, None) * seen).sum(axis=0)
+        row = rows @ weight / np.maximum(total, 1e-9)  # per column
         heights = []
-        for step in range(LINE_END + 1):
-            x = x0 + step * (x1 - x0) / x_top
-            found = []
-            for column, share in ((int(x), 1 - (x - int(x))), (int(x) + 1, x - int(x))):
-                w = weight[:, column] * inside * ~(hidden & (LEGEND[0] <= column <= LEGEND[1]))
-                if column > x0 and w.sum() > 25:  # at least a tenth of a pixel's colour
-                    found.append((share + 1e-9, w @ rows / w.sum()))
-            row = (sum(s * y for s, y in found) / sum(s for s, _ in found)) if found else np.nan
-            heights.append((y0 - row) * y_top / (y0 - y1))
-        curves[name] = np.array(heights)
+        for x in x0 + np.arange(1, LINE_END + 1) * (x1 - x0) / x_top:
+            pair, share = np.array([int(x), int(x) + 1]), x - int(x)
+            found = total[pair] > 25  # at least a tenth of a pixel's colour
+            heights.append(np.average(row[pair][found], weights=np.array(
+                [1 - share, share])[found] + 1e-9) if found.any() else np.nan)
+        first = np.arange(x0 + EDGE, x0 + (x1 - x0) / x_top).astype(int)  # the first segment
+        first = first[total[first] >= 0.8 * np.median(total[first])]  # not under the other line
+        heights.insert(0, np.polyval(np.polyfit(first, row[first], 1), x0))
+        curves[name] = (y0 - np.array(heights)) * y_top / (y0 - y1)
     return curves
 
 
 def find_pairs(study_dir):
-    """`{(step, seed): {model: checkpoint path}}` for each milestone both models of a seed have."""
+    """`{(step, seed): {model: checkpoint path}}` for each milestone both models of a seed have;
+    each milestone without its partner is named in a warning line."""
     found = {}
     for name in MODELS:
         folder = os.path.join(study_dir, name)
@@ -96,14 +104,22 @@ def find_pairs(study_dir):
             match = re.fullmatch(r"seed(\d+)", seed_dir)
             runs = checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []
             for path in runs:
-                key = (checkpoint.step_of(path), int(match.group(1)))
-                found.setdefault(key, {})[name] = path
+                found.setdefault((checkpoint.step_of(path), int(match.group(1))), {})[name] = path
+    for (step, seed), paths in sorted(found.items()):
+        for name in MODELS.keys() - paths.keys():
+            print(f"warning: {next(iter(paths.values()))} has no partner (no {name} checkpoint "
+                  f"at step {step:,} for seed {seed}): left out")
     return {key: paths for key, paths in sorted(found.items()) if len(paths) == len(MODELS)}
+
+
+class TrainingFailed(Exception):
+    """A training run of `--train` that exited with an error."""
 
 
 def train_runs(study_dir):
     """Train or resume the study's runs (`SEEDS` x both models, 200,000 steps); copy their
-    `MILESTONES` into `study_dir`. Returns the first non-zero exit code, else 0."""
+    `MILESTONES` into `study_dir`. Raises `TrainingFailed` naming the first run that fails and
+    the command that resumes it."""
     for seed in SEEDS:
         for name, (_, script) in MODELS.items():
             run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
@@ -111,9 +127,9 @@ def train_runs(study_dir):
                 newest = checkpoint.list_checkpoints(shipped)[-1]
                 shutil.copytree(newest, os.path.join(run, os.path.basename(newest)))
             print(f"training {name}, seed {seed}, in {run}", flush=True)
-            code = subprocess.call([sys.executable, os.path.join(ROOT, script), "--train_dir", run,
-                                    "--seed", str(seed), "--keep_every", "10000",
-                                    "--log_every", "1000"])
+            command = [sys.executable, os.path.join(REPO, script), "--train_dir", run,
+                       "--seed", str(seed), "--keep_every", "10000", "--log_every", "1000"]
+            code = subprocess.call(command)
             for path in checkpoint.list_checkpoints(run):
                 target = os.path.join(shipped, os.path.basename(path))
                 if checkpoint.step_of(path) in MILESTONES and not os.path.isdir(target):
@@ -121,43 +137,25 @@ def train_runs(study_dir):
                     shutil.copytree(path, target + ".tmp", dirs_exist_ok=True)
                     os.replace(target + ".tmp", target)
             if code:
-                return code
-    return 0
+                raise TrainingFailed(f"training {name}, seed {seed}, in {run} failed (exit "
+                                     f"{code}); resume it with: {shlex.join(command)}")
 
 
-def evaluate_pair(paths, args, variants):
-    """`{(variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean errors. Raises
-    `UsageError` naming a checkpoint that does not load."""
-    models = {}
-    for name, path in paths.items():
-        try:
-            models[name] = load(name, path)[0]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UsageError(f"{path} does not load ({error})") from None
-    means = {}
-    for keep_prob in sorted({1.0 if v in ("clean", "clipped") else EVAL_KEEP_PROB
-                             for v in variants}, reverse=True):
-        results = evaluate(models, args.num_sequences, args.horizon, args.seed,
-                           args.batch_size, quality=False, keep_prob=keep_prob)
-        for variant in variants:
-            if (keep_prob == 1.0) != variant.startswith("dropout"):
-                key = "sse_clipped" if variant.endswith("clipped") else "sse"
-                for alignment, suffix in ALIGNMENTS.items():
-                    means[variant, alignment] = tuple(
-                        results[name + suffix][key].mean(axis=0) for name in MODELS)
-    return means
-
-
-def run_study(pairs, args):
-    """`{(train_step, seed, variant, alignment): (conv_lstm, conv)}` over all `pairs`."""
-    from tqdm import tqdm
-
+def run_study(models, args):
+    """`{(train_step, seed, variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean
+    errors, for `{(train_step, seed): {model name: model}}`: one evaluation per pair and keep
+    probability."""
     table = {}
-    for (step, seed), paths in tqdm(pairs.items(), desc="study", unit="pair", disable=None):
-        dropout = args.variants_at is None or step in args.variants_at
-        variants = VARIANTS if dropout else VARIANTS[:2]
-        for (variant, alignment), curves in evaluate_pair(paths, args, variants).items():
-            table[step, seed, variant, alignment] = curves
+    with progress(total=len(models), desc="study", unit="pair") as bar:
+        for (step, seed), pair in models.items():
+            results = {keep: evaluate(pair, args.num_sequences, args.horizon, args.seed,
+                                      args.batch_size, quality=False, keep_prob=keep)
+                       for keep in (1.0, EVAL_KEEP_PROB)}
+            for variant, (keep, key) in VARIANTS.items():
+                for alignment, suffix in ALIGNMENTS.items():
+                    table[step, seed, variant, alignment] = tuple(
+                        results[keep][name + suffix][key].mean(axis=0) for name in MODELS)
+            bar.update()
     return table
 
 
@@ -175,23 +173,6 @@ def write_csv(path, table, original):
         f.write("\n".join(lines) + "\n")
 
 
-def read_csv(path):
-    """`(table, original)` as `run_study` and `read_original` give them, from a CSV that
-    `write_csv` wrote (to the 6 significant digits it keeps)."""
-    table, original = {}, {name: [] for name in MODELS}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["source"] == "original_2016_pixels":
-                curves = original.values()
-            else:
-                key = (int(row["train_step"]), int(row["seed"]), row["variant"], row["alignment"])
-                curves = table.setdefault(key, ([], []))
-            for curve, name in zip(curves, MODELS):
-                curve.append(float(row[name]))
-    return ({key: tuple(np.array(c) for c in curves) for key, curves in table.items()},
-            {name: np.array(curve) for name, curve in original.items()})
-
-
 def errors(table, step, variant="clean", alignment="2016"):
     """`{model: (seeds, horizon)}`: each model's error per seed of milestone `step`."""
     rows = [c for (s, _, v, a), c in sorted(table.items())
@@ -205,19 +186,13 @@ def ratios(table, step, variant="clean", alignment="2016"):
     return error["conv"] / error["conv_lstm"]
 
 
-def growth(table, step, model, alignment="2016"):
-    """`(seeds, horizon)`: one model's error over its own step 0, per seed of milestone `step`."""
-    error = errors(table, step, alignment=alignment)[model]
-    return error / error[:, :1]
-
-
 def print_table(table, original):
     """The README's table: the ratio at `TABLE_STEPS`, seed mean and range, for the clean
     evaluation in the 2016 alignment at every milestone, then the other alignment and the
     variants at the last milestone."""
     last = max(key[0] for key in table)
     rows = [(step, "clean", "2016") for step in sorted({key[0] for key in table})]
-    rows += [(last, "clean", "our")] + [(last, variant, "2016") for variant in VARIANTS[1:]]
+    rows += [(last, "clean", "our")] + [(last, variant, "2016") for variant in list(VARIANTS)[1:]]
     print("| training steps | evaluation | " + " | ".join(f"step {k}" for k in TABLE_STEPS)
           + " |\n|" + " --- |" * (len(TABLE_STEPS) + 2))
     ratio = original["conv"] / original["conv_lstm"]
@@ -225,32 +200,25 @@ def print_table(table, original):
         "hidden" if np.isnan(ratio[k]) else f"{ratio[k]:.2f}" for k in TABLE_STEPS) + " |")
     for step, variant, alignment in rows:
         r = ratios(table, step, variant, alignment)
-        if len(r):
-            cells = [f"{r[:, k].mean():.2f} ({r[:, k].min():.2f}-{r[:, k].max():.2f})"
-                     for k in TABLE_STEPS if k < r.shape[1]]
-            seeds = f"{len(r)} seed{'s' * (len(r) > 1)}"
-            print(f"| {step:,} | {variant.replace('_', ' + ')}, {alignment} alignment, {seeds} | "
-                  + " | ".join(cells) + " |")
+        cells = [f"{r[:, k].mean():.2f} ({r[:, k].min():.2f}-{r[:, k].max():.2f})"
+                 for k in TABLE_STEPS if k < r.shape[1]]
+        seeds = f"{len(r)} seed{'s' * (len(r) > 1)}"
+        print(f"| {step:,} | {variant.replace('_', ' + ')}, {alignment} alignment, {seeds} | "
+              + " | ".join(cells) + " |")
 
 
 def spans(steps):
     """`[1, 2, 3, 7]` -> `"1-3, 7"`."""
-    runs = []
-    for k in steps:
-        if runs and k == runs[-1][1] + 1:
-            runs[-1][1] = k
-        else:
-            runs.append([k, k])
-    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs) or "none"
+    groups = itertools.groupby(enumerate(steps), key=lambda pair: pair[1] - pair[0])
+    runs = [[k for _, k in group] for _, group in groups]
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs) or "none"
 
 
 def verdict(table, original):
-    """Print the figures the README's verdict quotes: per milestone and alignment, the steps
-    where the conv model is level with or ahead of the ConvLSTM, per seed; per milestone,
-    evaluation and alignment, the ratio at step 0 and at steps 3-7 (seed mean; for 3-7 also the
-    range of each seed's mean) and the steps 1-20 where the seeds' mean ratio is within `NEAR` of
-    the original's (of the steps its figure shows both lines); then, at the last milestone, how
-    far the seeds' ConvLSTM errors spread and how much clipping moves the ratio."""
+    """Print the figures the README's verdict quotes: per milestone, seed and alignment, the
+    steps where the conv model is level with or ahead of the ConvLSTM; per milestone, evaluation
+    and alignment, the ratio at step 0 and at steps 3-7 (seed mean and range) and the steps 1-20
+    where the seeds' mean ratio is within `NEAR` of the original's; then `seed_spread`."""
     target = original["conv"] / original["conv_lstm"]
     readable = [k for k in range(1, 21) if not np.isnan(target[k])]
     print("\nprediction steps where the conv model's error is not above the ConvLSTM's, per seed:")
@@ -269,10 +237,23 @@ def verdict(table, original):
         print(f"  {step:>7,} {variant:>15} {alignment:>4}: 0 {mean[0]:.2f}, 3-7 "
               f"{middle.mean():.2f} ({middle.min():.2f}-{middle.max():.2f}); "
               f"{len(near):2d} near: {spans(near)}")
-    last = max(key[0] for key in table)
-    lstm = errors(table, last)["conv_lstm"]
-    print(f"at {last:,}: ConvLSTM error at steps 5-10, highest seed over lowest: "
-          + " ".join(f"{x:.2f}" for x in (lstm.max(0) / lstm.min(0))[5:11]))
+    seed_spread(table, max(key[0] for key in table))
+
+
+def seed_spread(table, last):
+    """At milestone `last`, with seed labels: each seed's ratio at steps 3-7, whose ConvLSTM error
+    at steps 5-10 is highest and lowest and by how much; how much clipping moves the ratio."""
+    seeds = np.array(sorted({key[1] for key in table if key[0] == last}))
+    middle = ratios(table, last)[:, MIDDLE].mean(axis=1)
+    print(f"at {last:,}: the ratio at steps 3-7 per seed: "
+          + ", ".join(f"seed {s} {m:.2f}" for s, m in zip(seeds, middle)))
+    lstm = errors(table, last)["conv_lstm"][:, SPREAD]
+    high, low = ("/".join(map(str, sorted(set(seeds[pick(lstm, axis=0)]))))
+                 for pick in (np.argmax, np.argmin))
+    times = lstm.max(axis=0) / lstm.min(axis=0)
+    print(f"at {last:,}: the ConvLSTM's error at steps {SPREAD.start}-"
+          f"{SPREAD.start + lstm.shape[1] - 1} is highest for seed {high}, lowest for seed "
+          f"{low}: {times.min():.2f}-{times.max():.2f} times as high")
     for alignment in ALIGNMENTS:
         change = ratios(table, last, "clipped", alignment) / ratios(table, last, "clean", alignment)
         print(f"at {last:,}, {alignment} alignment: clipping moves the ratio by at most "
@@ -287,65 +268,67 @@ def plot(path, table, original, caption):
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    milestones = sorted({key[0] for key in table})
+    milestones, seeds = (sorted({key[i] for key in table}) for i in (0, 1))
     colours = dict(zip(milestones, plt.cm.viridis(np.linspace(0, 0.9, len(milestones)))))
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5), dpi=100)
     target = original["conv"] / original["conv_lstm"]
-    steps = np.arange(len(target))
 
-    def band(ax, values, colour, label, style="-"):
+    def band(ax, values, colour, label, **style):
         k = np.arange(values.shape[1])
-        ax.plot(k, values.mean(axis=0), style, color=colour, label=label)
+        ax.plot(k, values.mean(axis=0), color=colour, label=label, **style)
         ax.fill_between(k, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2)
 
     def the_original(ax, values):
-        ax.plot(steps, values, "k--o", markersize=3, label="original (its figure's pixels)")
+        ax.plot(values, "k--o", markersize=3, label="original (its figure's pixels)")
+
+    def describe(ax, title, y, x="future prediction step"):
+        ax.set_title(textwrap.fill(title, 60), fontsize=10)
+        ax.set(xlabel=x, ylabel=y)
 
     for ax, alignment in zip(axes[0, :2], ALIGNMENTS):
         for step in milestones:
             band(ax, ratios(table, step, alignment=alignment), colours[step], f"{step:,} steps")
         the_original(ax, target)
-        ax.set_title(f"conv / ConvLSTM error, {alignment} alignment\n"
-                     "mean of the seeds, their range shaded", fontsize=10)
+        describe(ax, f"conv / ConvLSTM error, {alignment} alignment, mean of the seeds, "
+                 "their range shaded", "conv error / ConvLSTM error")
     last = milestones[-1]
-    for variant, style in zip(VARIANTS, ("-", ":", "--", "-.")):
-        r = ratios(table, last, variant)
-        if len(r):
-            band(axes[0, 2], r, "tab:red" if "dropout" in variant else "tab:blue", variant, style)
+    for variant in VARIANTS:  # a clipped line nearly covers its unclipped one: thin over thick
+        thin = variant.endswith("clipped")
+        style = dict(ls="--", lw=1, marker="x", markersize=4) if thin else dict(lw=4, alpha=0.5)
+        band(axes[0, 2], ratios(table, last, variant), "tab:red" if "dropout" in variant
+             else "tab:blue", f"{variant.replace('_', ' + ')} ({'thin, x' if thin else 'thick'})",
+             **style)
     the_original(axes[0, 2], target)
-    axes[0, 2].set_title(f"evaluation variants at {last:,} steps, 2016 alignment", fontsize=10)
+    describe(axes[0, 2], f"evaluation variants at {last:,} steps, 2016 alignment (clipped to "
+             "[0, 1]: thin with x, nearly on the unclipped)", "conv error / ConvLSTM error")
     for ax, model in zip(axes[1, :2], MODELS):
         for step in milestones:
-            band(ax, growth(table, step, model), colours[step], f"{step:,} steps")
+            error = errors(table, step)[model]
+            band(ax, error / error[:, :1], colours[step], f"{step:,} steps")
         the_original(ax, original[model] / original[model][0])
-        ax.set_title(f"{'ConvLSTM' if model == 'conv_lstm' else 'conv'}: error over its "
-                     "own step 0, 2016 alignment", fontsize=10)
-    for ax in axes.flat[:5]:
-        ax.set_xlabel("future prediction step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        describe(ax, f"{'ConvLSTM' if model == 'conv_lstm' else 'conv'}: error over its own "
+                 "step 0, 2016 alignment", "error / its error at step 0")
     for ax in axes[0]:
         ax.axhline(1, color="gray", lw=0.8)
     ax = axes[1, 2]
-    for seed in sorted({key[1] for key in table}):
+    for seed in seeds:
         for variant, style in (("clean", "o-"), ("dropout", "s--")):
-            found = [(s, (c[1] / c[0])[MIDDLE].mean())
-                     for (s, k, v, a), c in sorted(table.items())
-                     if (k, v, a) == (seed, variant, "2016") and len(c[0]) >= MIDDLE.stop]
-            if found:
-                ax.plot(*zip(*found), style, color=f"C{seed}", label=f"seed {seed}, {variant}")
+            found = [(s, (c[1] / c[0])[MIDDLE].mean()) for (s, k, v, a), c in sorted(table.items())
+                     if (k, v, a) == (seed, variant, "2016")]
+            ax.plot(*zip(*found), style, color=f"C{seed}", label=f"seed {seed}, {variant}")
     middle = np.nanmean(target[MIDDLE])
     ax.axhline(middle, color="k", ls="--", label="original")
     ax.axhspan(middle * (1 - NEAR), middle * (1 + NEAR), color="gray", alpha=0.2,
                label=f"original +-{NEAR:.0%}")
     ax.set_xscale("log")
-    ax.set_xlabel("training steps")
-    ax.set_title("conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    seeds = sorted({key[1] for key in table})
-    fig.suptitle(f"Reproduction study: seed pairs {', '.join(map(str, seeds))} at each training "
-                 "length (where trained), against the original's figure", fontsize=12)
+    describe(ax, "conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment",
+             "conv error / ConvLSTM error, mean of steps 3-7", "training steps")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(f"Reproduction study: seed pairs {', '.join(map(str, seeds))} "
+                               "at each training length (where trained), against the original's "
+                               "figure", 140), fontsize=12)
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     fig.tight_layout()
     try:
@@ -355,57 +338,60 @@ def plot(path, table, original, caption):
 
 
 def parse_flags(argv=None):
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The flags, all checked: raises `UsageError` before anything is loaded or written."""
+    parser = Parser(prog="reproduction_study.py", description=__doc__)
     add = parser.add_argument
-    add("--study_dir", default=os.path.join(ROOT, "checkpoints", "study"),
+    add("--study_dir", default=os.path.join(REPO, "checkpoints", "study"),
         help="folder of <model>/seed<k>/ckpt-<step>/ checkpoints (default: %(default)s)")
     add("--num_sequences", type=int, default=1200, help="sequences averaged (default: 1200)")
     add("--seed", type=int, default=2016, help="seed of the evaluation clips (default: 2016)")
     add("--horizon", type=int, default=24, help="predicted frames per sequence (default: 24)")
     add("--batch_size", type=int, default=200, help="sequences per forward pass (default: 200)")
-    add("--variants_at", type=int, nargs="+",
-        help="milestones at which the dropout variants are measured too (default: all)")
     add("--train", action="store_true",
         help="first train or resume the six runs (about 4.5 hours on 2 cores)")
-    add("--out", default=os.path.join(ROOT, "figs", "reproduction_study"),
-        help="output prefix: .csv and .png (default: %(default)s)")
+    add("--out", default=os.path.join(REPO, "results", "reproduction_study"),
+        help="output prefix: .csv and .png (default: %(default)s; the committed figures: "
+             "--out figs/reproduction_study)")
     args = parser.parse_args(argv)
-    for name in ("num_sequences", "horizon", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if args.num_sequences < 2:
-        raise UsageError("--num_sequences must be at least 2 (the seeds' spread needs them)")
+    check_positive({"batch_size": args.batch_size})
+    check_positive({"num_sequences": args.num_sequences}, at_least=2)
+    if args.horizon < MIDDLE.stop:
+        raise UsageError(f"--horizon must be at least {MIDDLE.stop}, got {args.horizon}: the "
+                         f"verdict compares the models at prediction steps 3-{MIDDLE.stop - 1}")
+    check_seed(args.seed)
+    args.out = out_prefix(args.out, "reproduction_study")
     return args
 
 
 def main(argv=None):
     """The exit code: 2 for a bad flag, folder or checkpoint, 1 where training or an output
     write fails, 130 on Ctrl-C and 143 on SIGTERM, each with one line."""
-    return script_exit("reproduction_study.py", lambda: run(argv),
-                       "nothing written; rerun to evaluate (--train resumes)")
+    return run_script("reproduction_study.py", lambda: run(argv),
+                      "nothing written; rerun to evaluate (--train resumes)",
+                      failures=(TrainingFailed,))
 
 
 def run(argv=None):
     args = parse_flags(argv)
     runtime.check_backend()
-    if args.train and train_runs(args.study_dir):
-        return 1
+    if args.train:
+        train_runs(args.study_dir)
     pairs = find_pairs(args.study_dir)
     if not pairs:
         raise UsageError(f"no seed pair with a common milestone in {args.study_dir} "
                          "(<model>/seed<k>/ckpt-<step>/ for both models)")
     runtime.setup()
+    models = {key: {name: load_checkpoint(name, path)[0] for name, path in paths.items()}
+              for key, paths in pairs.items()}  # all, so a damaged one stops the study first
     print(f"{len(pairs)} seed pairs: " + ", ".join(f"seed {seed} at {step:,}"
                                                   for step, seed in pairs))
     original = read_original()
-    table = run_study(pairs, args)
+    table = run_study(models, args)
     print_table(table, original)
     verdict(table, original)
     caption = f"{args.num_sequences} sequences, seed {args.seed}"
-    with checkpoint.writing(args.out):
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    write_outputs({args.out + ".csv": lambda p: write_csv(p, table, original),
-                   args.out + ".png": lambda p: plot(p, table, original, caption)})
+    write_all({args.out + ".csv": lambda p: write_csv(p, table, original),
+               args.out + ".png": lambda p: plot(p, table, original, caption)})
     print(f"wrote {args.out}.csv and {args.out}.png")
     return 0
 

@@ -17,10 +17,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from model import checkpoint, runtime  # noqa: E402
+from model import cli, files, runtime  # noqa: E402
 from systems import bouncing_balls  # noqa: E402
 
-PARTS = ("simulator", "training", "cells", "memory")
+PARTS = ("simulator", "data", "training", "cells", "memory")
 CELLS = ((4, 8), (32, 32))  # (filters, side): our models' cell, and a large one
 CELL_SECONDS = 60  # a cell comparison stops repeating after this long (JAX's CPU: ~30 s a step)
 SCRIPTS = {"conv_lstm": "main_conv_lstm.py", "conv": "main_conv.py"}
@@ -57,6 +57,23 @@ def bench_simulator(repeats):
     return {"ms_per_batch": ms, "sequences_per_s": 16e3 / ms["median"]}
 
 
+def bench_data(repeats):
+    """A training batch of 16 x 10 frames from a user's clips file (`--data`): 200 clips of 20
+    frames of 64x64 uint8, memory-mapped, stored clips first and time first."""
+    from systems import clip_file
+
+    clips = np.random.default_rng(0).integers(0, 256, (200, 20, 64, 64), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    batches = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for layout, stored in (("clips_first", clips), ("time_major", clips.swapaxes(0, 1))):
+            path = os.path.join(tmp, f"{layout}.npy")
+            np.save(path, np.ascontiguousarray(stored))
+            opened = clip_file.open_clips(path, time_major=layout == "time_major")
+            batches[f"{layout}_ms"] = lambda c=opened: clip_file.training_batch(c, rng, 16, 10, 0.1)
+        return timed(batches, repeats)
+
+
 def bench_training(config, repeats):
     """The training step end to end, as `training.train` runs it (data made in the background
     thread, each step queued before the last one's loss is read), per step over blocks of 8
@@ -65,7 +82,7 @@ def bench_training(config, repeats):
     with one chain; a video's rollout (45 predicted frames), compiled and eager."""
     from keras import ops
 
-    from model.train_step import (compiled_rollout, default_chains, dispatching_ahead,
+    from model.train_step import (compiled, default_chains, dispatching_ahead,
                                   losses_of, make_train_step)
     from model.training import VIDEO_FRAMES, batch_at, batches, build
 
@@ -90,7 +107,7 @@ def bench_training(config, repeats):
         one_chain, _ = make_train_step(model, optimizer, chains=1)
         steps["compiled_step_one_chain_ms"] = lambda: float(one_chain(clip))
     context, horizon = clip[:1, : config.seq_start], VIDEO_FRAMES - config.seq_start
-    rollout = compiled_rollout(model)
+    rollout = compiled(model.rollout)
     videos = {"video_rollout_ms": lambda: np.asarray(rollout(context, horizon)),
               "video_rollout_eager_ms": lambda: np.asarray(model.rollout(context, horizon))}
     return {**result, **timed(steps, repeats), **timed(videos, max(2, repeats // 20), 1)}
@@ -217,6 +234,9 @@ def main(argv=None):
     if "simulator" in parts:
         say("simulator, batch 16 x 10 frames, 2 balls")
         report["simulator"] = bench_simulator(args.repeats)
+    if "data" in parts:
+        say("data, batch 16 x 10 frames of 64x64 from a memory-mapped clips file")
+        report["data"] = bench_data(args.repeats)
     for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
         if "training" in parts:
             say(f"{name} training step, end to end and compiled")
@@ -231,18 +251,12 @@ def main(argv=None):
     say("done")
     out = args.out or os.path.join(ROOT, "bench", "results", f"{backend}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    checkpoint.write_json(out, report)
+    files.write_json(out, report)
     print(f"{backend}, {report['machine']}\n{'ms':45s} {'min':>10s} {'median':>10s} {'max':>10s}")
     print("\n".join(rows({k: v for k, v in report.items() if isinstance(v, dict)})))
     print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    try:
-        with runtime.stoppable():
-            main()
-    except runtime.Unavailable as error:
-        print(f"benchmark.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as stop:
-        sys.exit(runtime.stopped("benchmark.py", stop, "nothing written"))
+    sys.exit(cli.run_script("benchmark.py", main, "nothing written"))

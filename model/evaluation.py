@@ -1,7 +1,9 @@
-"""Evaluation shared by `create_graphs.py` and `reproduction_study.py`: which checkpoint to
-load, the evaluation clips, both alignments of step 0, and the errors per sequence and step.
+"""Evaluation shared by `create_graphs.py` and `reproduction_study.py`: its flags, which
+checkpoint to load, the evaluation clips, both alignments of step 0, and the metrics per
+sequence and step.
 
-Both models see the same simulated clips, in two alignments of step 0:
+Both models see the same clips, in two alignments of step 0 (`context`: the ConvLSTM's true
+frames, 5):
 - ours (`conv_lstm`, `conv`): ConvLSTM gets true frames 0..4, the conv model true frame 4;
   step k compares the prediction of frame 5 + k with the truth.
 - the 2016 code's (`conv_lstm_2016`, `conv_2016`), as its 50-frame video graphs kept their
@@ -10,14 +12,16 @@ Both models see the same simulated clips, in two alignments of step 0:
   prediction of frame 1 + k.
 """
 
+import dataclasses
+import functools
 import os
 
 import numpy as np
 
-from model import checkpoint
-from model.training import CONV, CONV_LSTM, UsageError, first_line
+from model import checkpoint, cli
+from model.cli import UsageError
+from model.training import CONV, CONV_LSTM, load, load_newest
 
-CONTEXT = 5  # true frames 0..4 exist for both models; the conv model uses only one of them
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
 LABELS = {"conv_lstm": "ConvLSTM", "conv": "conv"}
 ALIGNMENTS = {
@@ -25,107 +29,143 @@ ALIGNMENTS = {
     "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1",
 }
 SERIES = ["conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
+MAX_HORIZON = 200  # the rollout is unrolled into one compiled graph
+VALUES_PER_PASS = 2**24  # frame values a forward pass predicts per series: bounds its memory
 
 
-class WrongModel(UsageError):
-    """A checkpoint that holds the other model."""
+def _flag(default, text):
+    return dataclasses.field(default=default, metadata={"help": text})
 
 
-def load(name, path):
-    """The `name` predictor stored at checkpoint folder `path`, and its training step. Raises
-    `WrongModel` when `path` holds the other model; `OSError`, `ValueError`, `KeyError` or
-    `TypeError` when it does not load."""
-    from model.training import build, load_state
+@dataclasses.dataclass(frozen=True)
+class EvalFlags:
+    num_sequences: int = _flag(1200, "sequences averaged (at least 2, for the intervals)")
+    seed: int = _flag(2016, "seed of the evaluation sequences")
+    horizon: int = _flag(24, f"predicted frames per sequence (at most {MAX_HORIZON})")
+    batch_size: int = _flag(200, "sequences per forward pass")
 
-    state, config = load_state(path)
+
+def add_flags(parser):
+    cli.add_fields(parser, EvalFlags())
+
+
+def check_flags(args, min_horizon=1):
+    """Raise `UsageError` naming the first evaluation flag of `args` out of range."""
+    cli.check_positive({"num_sequences": args.num_sequences}, at_least=2)
+    cli.check_positive({"horizon": args.horizon}, at_least=min_horizon)
+    cli.check_positive({"batch_size": args.batch_size})
+    cli.check_seed(args.seed)
+    if args.horizon > MAX_HORIZON:
+        raise UsageError(f"--horizon must be at most {MAX_HORIZON}, got {args.horizon}")
+
+
+def load_checkpoint(name, path, data=None):
+    """`(model, step)`: the `name` predictor stored at checkpoint folder `path`. `data` is the
+    description of the clips it will be evaluated on (`Clips.describe()`; `None`: the
+    simulator). Raises `UsageError`, in one line, where it does not load, holds the other model
+    or was trained on other data."""
+    try:
+        config, state, model, _ = load(path)
+    except checkpoint.Damaged as error:
+        raise UsageError(f"{path} does not load ({error})") from None
     if config.model != name:
-        raise WrongModel(f"{path} holds the {LABELS[config.model]!r} model, not "
-                         f"{LABELS[name]!r}")
-    model, _ = build(config)
-    checkpoint.restore(path, model)
+        raise UsageError(f"{path} holds the {LABELS[config.model]} model, not the "
+                         f"{LABELS[name]} model")
+    trained = state.get("clips")
+    if (trained or {}).get("fingerprint") != (data or {}).get("fingerprint"):
+        on = f"--data {trained['path']}" if trained else "the bouncing balls"
+        raise UsageError(f"{path} was trained on {on}, not on "
+                         f"{'--data ' + data['path'] if data else 'the bouncing balls'}")
     return model, state["step"]
 
 
-def load_run(name, train_dir, step=None, pretrained_dir=None, warn=print):
+def load_run(name, train_dir, step=None, pretrained_dir=None, data=None, warn=print):
     """`(path, model, step)` of the `name` model from `train_dir`: the checkpoint at `step`, or
-    else the newest that loads (each newer one skipped is named through `warn`; nothing is
-    renamed). `train_dir` may also be one checkpoint folder. Where `train_dir` holds no
-    checkpoint, the shipped `pretrained_dir/name` is used. Raises `UsageError`."""
+    else the newest that loads (each newer one skipped is named through `warn`). `train_dir`
+    may also be one checkpoint folder. Where `train_dir` holds no checkpoint, the shipped
+    `pretrained_dir/name` is used. Raises `UsageError`."""
+    flag = f"--{name}_dir"
     if os.path.isfile(os.path.join(train_dir, "state.json")):
-        found = [train_dir]
+        if step is not None and step != checkpoint.read_state(train_dir)["step"]:
+            raise UsageError(f"{flag} {train_dir} is one checkpoint, of step "
+                             f"{checkpoint.read_state(train_dir)['step']}, not {step}")
+        path = train_dir
     elif step is not None:
-        found = [os.path.join(train_dir, f"ckpt-{step:07d}")]
-        if not os.path.isdir(found[0]):
+        path = os.path.join(train_dir, f"ckpt-{step:07d}")
+        if not os.path.isdir(path):
             steps = [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(train_dir)]
             raise UsageError(f"{train_dir} has no checkpoint at step {step} "
                              f"(it has: {', '.join(map(str, steps)) or 'none'})")
     else:
-        found = checkpoint.list_checkpoints(train_dir)[::-1]
-        if not found and pretrained_dir is not None:
-            found = [os.path.join(pretrained_dir, name)]
-            if not os.path.isfile(os.path.join(found[0], "state.json")):
-                raise UsageError(f"no weights for the {name} model in {train_dir} or "
-                                 f"{found[0]}; train them with `python {MODELS[name][1]}`")
-    failures = []
-    for path in found:
-        try:
-            return (path, *load(name, path))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            failures.append(f"{path} ({first_line(error)})")
-            if len(found) > 1:
-                warn(f"warning: skipping {failures[-1]}: it does not load")
-    raise UsageError(f"no checkpoint of the {name} model loads: {'; '.join(failures) or train_dir}")
+        def skipped(path, error):
+            warn(f"warning: skipping {path}: it does not load ({error})")
+
+        found = load_newest(train_dir, skipped)
+        if found is not None:
+            path = found[0]
+        elif data is None and os.path.isfile(os.path.join(pretrained_dir or "", name,
+                                                          "state.json")):
+            path = os.path.join(pretrained_dir, name)
+        else:
+            raise UsageError(f"no checkpoint of the {name} model in {train_dir}; train one "
+                             f"with `python {MODELS[name][1]}`"
+                             + ("" if data else f", or evaluate the shipped weights with "
+                                f"{flag} checkpoints/pretrained/{name}"))
+    return (path, *load_checkpoint(name, path, data))
 
 
-def ssim(a, b, window=7):
-    """Mean SSIM of `(..., H, W, C)` images in [0, 1]: Gaussian-free 7x7 windows, sample
-    covariance, per channel, averaged (scikit-image's defaults)."""
+def eval_clips(count, length, rng, clips=None, first=0):
+    """`(count, length, H, W, C)` clips to evaluate on: simulated from `rng`, or the clips
+    `first, first + 1, ...` of a user's `clips` from frame 0 (`rng` unused)."""
+    if clips is None:
+        from systems.bouncing_balls import generate
+
+        return generate(count, length, rng=rng)
+    return clips.window(first + np.arange(count), np.zeros(count, int), length)
+
+
+def _predict(models, context, clips, inputs, horizon):
+    """`{series: (prediction, truth)}`, each `(B, horizon, H, W, C)`, for `SERIES`. The models
+    read their true frames from `inputs` (the first `context` frames of `clips`, or those with
+    dropout)."""
     from keras import ops
 
-    c1, c2 = 0.01**2, 0.03**2
-    shape = a.shape
-    a, b = (ops.reshape(ops.convert_to_tensor(x), (-1, *shape[-3:])) for x in (a, b))
-    maps = ops.concatenate([a, b, a * a, b * b, a * b], axis=-1)  # one pooling for all five
-    means = ops.average_pool(maps, pool_size=window, strides=1, padding="valid")
-    ma, mb, maa, mbb, mab = ops.split(means, 5, axis=-1)
-    n = window * window / (window * window - 1)  # sample (ddof=1) statistics
-    va, vb, cov = (maa - ma * ma) * n, (mbb - mb * mb) * n, (mab - ma * mb) * n
-    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-    return np.asarray(ops.mean(s, axis=(-3, -2, -1))).reshape(shape[:-3])
+    lstm = models["conv_lstm"].rollout(inputs, horizon + 1)  # frames context..
+    starts = ops.concatenate([inputs[:, context - 1 : context], inputs[:, :1]])  # one call
+    conv, conv_2016 = ops.split(models["conv"].rollout(starts, horizon), 2)
+    ours = clips[:, context : context + horizon]
+    return {"conv_lstm": (lstm[:, :horizon], ours), "conv": (conv, ours),
+            "conv_lstm_2016": (lstm[:, 1:], clips[:, context + 1 :]),
+            "conv_2016": (conv_2016, clips[:, 1 : 1 + horizon])}
 
 
 def metrics(prediction, truth, quality=True):
     """Per sequence and step, each `(B, N)`: `sse` (summed squared error), `sse_clipped` (the
     same with the prediction clipped to [0, 1] first), and with `quality` `psnr` (dB) and
-    `ssim`, both of the clipped prediction."""
-    shown = np.clip(prediction, 0.0, 1.0)
-    values = {"sse": np.sum((prediction - truth) ** 2, axis=(-3, -2, -1)),
-              "sse_clipped": np.sum((shown - truth) ** 2, axis=(-3, -2, -1))}
+    `ssim` (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5; `keras.ops.image.ssim`), both
+    of the clipped prediction. `(B, N, H, W, C)` tensors in."""
+    from keras import ops
+
+    shown = ops.clip(prediction, 0.0, 1.0)
+    values = {"sse": ops.sum(ops.square(prediction - truth), axis=(-3, -2, -1)),
+              "sse_clipped": ops.sum(ops.square(shown - truth), axis=(-3, -2, -1))}
     if quality:
-        mse = values["sse_clipped"] / np.prod(truth.shape[-3:])
-        values["psnr"] = 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
-        values["ssim"] = ssim(shown, truth)
+        frame = tuple(truth.shape[-3:])
+        mse = values["sse_clipped"] / float(np.prod(frame))
+        values["psnr"] = 10 * ops.log10(1.0 / ops.maximum(mse, 1e-10))
+        window = min(11, (min(frame[:2]) - 1) | 1)  # a frame smaller than the window
+        ssim = ops.image.ssim(ops.reshape(shown, (-1, *frame)), ops.reshape(truth, (-1, *frame)),
+                              filter_size=window)
+        values["ssim"] = ops.reshape(ssim, ops.shape(values["sse"]))
     return values
 
 
-def eval_clips(count, horizon, rng):
-    """`(count, CONTEXT + 1 + horizon, 32, 32, 3)`: enough frames for both alignments."""
-    from systems.bouncing_balls import generate
-
-    return generate(count, CONTEXT + 1 + horizon, rng=rng)
-
-
-def predict(rollouts, clips, horizon, inputs=None):
-    """`{series: (prediction, truth)}`, each `(B, horizon, 32, 32, 3)`, for `SERIES`. The
-    models read their true frames from `inputs` (`clips` unless given, e.g. with dropout)."""
-    inputs = clips if inputs is None else inputs
-    lstm = np.asarray(rollouts["conv_lstm"](inputs[:, :CONTEXT], horizon + 1))  # frames 5..
-    starts = np.concatenate([inputs[:, CONTEXT - 1 : CONTEXT], inputs[:, :1]])  # one call
-    conv, conv_2016 = np.split(np.asarray(rollouts["conv"](starts, horizon)), 2)
-    ours = clips[:, CONTEXT : CONTEXT + horizon]
-    return {"conv_lstm": (lstm[:, :horizon], ours), "conv": (conv, ours),
-            "conv_lstm_2016": (lstm[:, 1:], clips[:, CONTEXT + 1 :]),
-            "conv_2016": (conv_2016, clips[:, 1 : 1 + horizon])}
+def _score(models, context, horizon, quality, clips, inputs):
+    """`metrics` of every series; PSNR and SSIM in our alignment only (what the figures show;
+    SSIM is most of an evaluation's time)."""
+    pairs = _predict(models, context, clips, inputs, horizon)
+    return {series: metrics(*pair, quality=quality and series in MODELS)
+            for series, pair in pairs.items()}
 
 
 def dropped_out(frames, keep_prob, rng):
@@ -135,26 +175,32 @@ def dropped_out(frames, keep_prob, rng):
 
 
 def evaluate(models, num_sequences, horizon, seed, batch_size, quality=True, keep_prob=1.0,
-             desc="evaluating"):
-    """`{series: {metric: (num_sequences, horizon)}}` for `SERIES` (metrics as `metrics`), all
-    from one set of clips drawn from `seed`. With `keep_prob` < 1 the models' true input frames
-    get dropout (masks from their own stream, so the clips stay the same)."""
-    from tqdm import tqdm
+             clips=None, desc="evaluating"):
+    """`{series: {metric: (num_sequences, horizon)}}` for `SERIES` (as `_score`), all
+    from one set of clips: simulated from `seed`, or the last `num_sequences` of a user's
+    `clips` (its held-out ones).
+    With `keep_prob` < 1 the models' true input frames get dropout (masks from their own
+    stream, so the clips stay the same). The rollouts and metrics run as one compiled graph."""
+    from model.train_step import compiled
 
-    from model.train_step import compiled_rollout
-
-    rollouts = {name: compiled_rollout(model) for name, model in models.items()}
+    context = models["conv_lstm"].context
+    score = compiled(functools.partial(_score, models, context, horizon, quality))
+    frame = 3072 if clips is None else np.prod(clips.frame_shape)
+    batch_size = max(1, min(batch_size, VALUES_PER_PASS // (horizon * frame)))
     rng, masks = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     results = {series: {} for series in SERIES}
-    with tqdm(total=num_sequences, unit="seq", desc=desc, leave=False,
-              disable=None) as bar:  # no bar where stderr is not a terminal
+    with cli.progress(total=num_sequences, unit="seq", desc=desc) as bar:
         for start in range(0, num_sequences, batch_size):
-            clips = eval_clips(min(batch_size, num_sequences - start), horizon, rng)
-            inputs = None if keep_prob == 1 else dropped_out(clips[:, :CONTEXT], keep_prob, masks)
-            for series, pair in predict(rollouts, clips, horizon, inputs).items():
-                for key, value in metrics(*pair, quality=quality).items():
-                    results[series].setdefault(key, []).append(value)
-            bar.update(len(clips))
+            batch = eval_clips(min(batch_size, num_sequences - start), context + 1 + horizon,
+                               rng, clips, start + (0 if clips is None else len(clips)
+                                                    - num_sequences))
+            inputs = batch[:, :context]
+            if keep_prob < 1:
+                inputs = dropped_out(inputs, keep_prob, masks)
+            for series, values in score(batch, inputs).items():
+                for key, value in values.items():
+                    results[series].setdefault(key, []).append(np.asarray(value))
+            bar.update(len(batch))
     return {s: {k: np.concatenate(v) for k, v in r.items()} for s, r in results.items()}
 
 

@@ -1,11 +1,12 @@
-"""The bouncing-ball predictors: a conv encoder, an optional ConvLSTM core, a deconv decoder.
+"""The predictors: a conv encoder, an optional ConvLSTM core, a deconv decoder.
 
-Frames are `(32, 32, 3)` floats in [0, 1]. Both predictors step one frame at a time and feed
+Frames are floats in [0, 1]: the bouncing balls' `(32, 32, 3)`, or a user's `(H, W, C)`, H and W
+multiples of 4 (two stride-2 layers each way), C output channels. Both predictors step one frame at a time and feed
 their own predictions back after `context` true frames. The layer table:
 
     encoder  conv 3x3 /2 -> 8   conv 3x3 /1 -> 8   conv 3x3 /2 -> 8   conv 1x1 -> 4     (8x8x4)
     core     ConvLSTM 3x3, 4 filters at 8x8 (ConvLSTM model only)
-    decoder  deconv 1x1 -> 8   deconv 3x3 /2 -> 8   deconv 3x3 /1 -> 8   deconv 3x3 /2 -> 3
+    decoder  deconv 1x1 -> 8   deconv 3x3 /2 -> 8   deconv 3x3 /1 -> 8   deconv 3x3 /2 -> 3 (C)
 
 ELU after every layer but the last; every weight starts truncated-normal (stddev 0.01),
 every bias at 0.01.
@@ -28,7 +29,7 @@ def _conv_kwargs():
 
 
 def encoder():
-    """`(B, 32, 32, 3) -> (B, 8, 8, 4)`: four convs, ELU after each."""
+    """`(B, H, W, C) -> (B, H / 4, W / 4, 4)`: four convs, ELU after each."""
     spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]  # kernel, stride, filters
     return keras.Sequential(
         [layers.Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
@@ -36,9 +37,10 @@ def encoder():
     )
 
 
-def decoder():
-    """`(B, 8, 8, C) -> (B, 32, 32, 3)`: four transposed convs, ELU after all but the last."""
-    spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, 3, None)]
+def decoder(channels=3):
+    """`(B, H / 4, W / 4, 4) -> (B, H, W, channels)`: four transposed convs, ELU after all but the
+    last."""
+    spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, channels, None)]
     return keras.Sequential(
         [layers.Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs())
          for k, s, f, a in spec],
@@ -52,27 +54,28 @@ class Predictor(keras.Model):
     Args:
         context: True frames fed in before the model feeds itself (`seq_start`).
         keep_prob: Keep probability of the dropout on true input frames.
+        channels: Channels of a frame (3 for the bouncing balls).
     """
 
     scored_offset = 0  # closed-loop predictions made but not scored by the loss
 
-    def __init__(self, context, keep_prob=0.8, **kwargs):
+    def __init__(self, context, keep_prob=0.8, channels=3, **kwargs):
         super().__init__(**kwargs)
         self.context = context
         self.keep_prob = keep_prob
         self.encoder = encoder()
-        self.decoder = decoder()
+        self.decoder = decoder(channels)
         self.dropout = layers.Dropout(1.0 - keep_prob)
 
     def call(self, clip, training=False):
-        """`(B, T, 32, 32, 3) -> (B, T - first_scored(), 32, 32, 3)`: the frames the loss
+        """`(B, T, H, W, C) -> (B, T - first_scored(), H, W, C)`: the frames the loss
         scores. The first `context` frames of `clip` go in (with dropout when training)."""
         frames = self.dropout(clip[:, : self.context], training=training)
         predictions = self.rollout(frames, clip.shape[1] - self.context)
         return predictions[:, self.scored_offset :]
 
     def training_loss(self, clip, training=True):
-        """The original's loss on a clip `(B, T, 32, 32, 3)`."""
+        """The original's loss on a clip `(B, T, H, W, C)`."""
         return l2_loss(self(clip, training=training), clip[:, self.first_scored() :])
 
     def first_scored(self):
@@ -80,8 +83,8 @@ class Predictor(keras.Model):
         return self.context + self.scored_offset
 
     def rollout(self, frames, horizon):
-        """Context `(B, K, 32, 32, 3)` in, predictions of frames `K .. K + horizon - 1` out,
-        `(B, horizon, 32, 32, 3)`. The K context frames go through the encoder as one batch."""
+        """Context `(B, K, H, W, C)` in, predictions of frames `K .. K + horizon - 1` out,
+        `(B, horizon, H, W, C)`. The K context frames go through the encoder as one batch."""
         batch, context = ops.shape(frames)[0], frames.shape[1]
         codes = self.encoder(ops.reshape(frames, (-1, *frames.shape[2:])))
         codes = ops.reshape(codes, (batch, context, *codes.shape[1:]))  # (B, K, 8, 8, 4)
@@ -103,8 +106,8 @@ class ConvLSTMPredictor(Predictor):
 
     scored_offset = 1  # the prediction of frame `context` is fed back but not scored
 
-    def __init__(self, context=5, keep_prob=0.8, **kwargs):
-        super().__init__(context, keep_prob, **kwargs)
+    def __init__(self, context=5, keep_prob=0.8, channels=3, **kwargs):
+        super().__init__(context, keep_prob, channels, **kwargs)
         self.cell = ConvLSTMCell(
             CODE_CHANNELS,
             3,
@@ -128,8 +131,8 @@ class ConvLSTMPredictor(Predictor):
 class ConvPredictor(Predictor):
     """Encoder straight into decoder, no memory ("1 frame in, 4 out")."""
 
-    def __init__(self, context=1, keep_prob=0.8, **kwargs):
-        super().__init__(context, keep_prob, **kwargs)
+    def __init__(self, context=1, keep_prob=0.8, channels=3, **kwargs):
+        super().__init__(context, keep_prob, channels, **kwargs)
 
     def build(self, clip_shape):
         self.encoder.build((None, *clip_shape[2:]))
@@ -140,6 +143,9 @@ class ConvPredictor(Predictor):
 
     def core(self, code, state):
         return code, state
+
+
+PREDICTORS = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}
 
 
 def l2_loss(predictions, targets):

@@ -1,10 +1,9 @@
-"""Process start-up for our scripts: a supported Keras backend, a quiet TensorFlow, the thread
-setting we measured, and SIGTERM handled as Ctrl-C is."""
+"""Process start-up for our scripts: a supported Keras backend, a quiet TensorFlow, and the
+thread setting we measured."""
 
 import contextlib
 import importlib.util
 import os
-import signal
 import sys
 
 BACKENDS = ("tensorflow", "jax")  # the Keras backends `train_step` runs on
@@ -12,32 +11,6 @@ BACKENDS = ("tensorflow", "jax")  # the Keras backends `train_step` runs on
 
 class Unavailable(Exception):
     """KERAS_BACKEND names a backend we do not run on, or one not installed: one line."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is (within `stoppable`), so it ends as Ctrl-C does."""
-
-
-@contextlib.contextmanager
-def stoppable():
-    """Within it, SIGTERM raises `Terminated`, so `finally` blocks run and the script can say
-    how it stopped (`stopped`)."""
-    def terminate(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def stopped(prog, interrupt, then):
-    """Say in one line that `prog` stopped on `interrupt` (Ctrl-C or `Terminated`), and `then`
-    what to do; return the exit status, 128 + the signal, as a shell reports it."""
-    terminated = isinstance(interrupt, Terminated)
-    print(f"\n{prog}: {'terminated' if terminated else 'interrupted'}; {then}", file=sys.stderr)
-    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def check_backend():
@@ -88,11 +61,14 @@ _UNUSED_BY_TENSORFLOW = ("jax", "matplotlib")
 
 
 def setup():
-    """Import Keras and its backend quietly, before any model is built. Raises `Unavailable`.
+    """Import Keras and its backend quietly, before any model is built (once: later calls
+    return at once). Raises `Unavailable`.
 
     On TensorFlow on a CPU of at most 2 cores, each op runs on one thread and independent ops
     run side by side (`train_step.default_chains`): for these 8x8..32x32 convolutions that is
     faster than splitting each op over both cores."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     check_backend()
     unused = _UNUSED_BY_TENSORFLOW if os.environ["KERAS_BACKEND"] == "tensorflow" else ()
@@ -110,6 +86,9 @@ def setup():
             import tensorflow as tf
 
             tf.get_logger().setLevel("ERROR")
+            # Grappler's rewrites of a graph slow an evaluation's unrolled rollouts and SSIM
+            # (create_graphs.py took twice as long) and gain a training step nothing.
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
             tf.constant(0)  # start the runtime now, while its log lines go nowhere
     return keras
 

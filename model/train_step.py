@@ -37,8 +37,8 @@ def default_chains():
     A step of our small networks is a long chain of small dependent ops, each on one thread
     (`runtime.setup`), which leaves the second core mostly idle; two half-batch chains are
     independent until their gradients are summed, and TensorFlow runs them side by side: a
-    compiled step takes about 30 % less time than one chain's (ConvLSTM), 22 % less (conv), on 2
-    cores (`bench/benchmark.py`: `compiled_step` vs `compiled_step_one_chain`)."""
+    compiled step takes markedly less time than one chain's on 2 cores (`bench/benchmark.py`:
+    `compiled_step` vs `compiled_step_one_chain`; the README gives the figures)."""
     return 2 if small_cpu() else 1
 
 
@@ -103,9 +103,9 @@ def _jax_step(model, optimizer, chains):
 def dispatching_ahead():
     """Within it, a TensorFlow step call returns before the step has run (asynchronous eager
     execution, for this thread), so that with `losses_of` the Python side of one step overlaps
-    the step before it: 12.2 vs 13.5 ms per ConvLSTM step, 7.6 vs 7.8 ms per conv step, on 2
-    cores (`bench/benchmark.py`: `end_to_end` vs `end_to_end_unqueued`). Leaving waits for everything queued. An op that fails while queued fails every later
-    one: let such an error end the run. JAX dispatches asynchronously anyway: a no-op there."""
+    the step before it (`bench/benchmark.py`: `end_to_end` vs `end_to_end_unqueued`). Leaving
+    waits for everything queued. An op that fails while queued fails every later one: let such
+    an error end the run. JAX dispatches asynchronously anyway: a no-op there."""
     if keras.backend.backend() != "tensorflow":
         yield
         return
@@ -132,12 +132,13 @@ def losses_of(step, clips, count):
         yield float(pending)
 
 
-def compiled_rollout(model):
-    """`model.rollout` compiled where the backend allows it cheaply (a graph on TensorFlow:
-    a video's 45 predicted frames in 11 ms instead of 0.24 s); on JAX the eager rollout is used, as
-    its weights live outside a pure function."""
+def compiled(fn):
+    """`fn` (a function of the models' weights and tensors, such as `model.rollout`) compiled
+    where the backend allows it cheaply: a graph on TensorFlow (`bench/benchmark.py`'s
+    `rollout_compiled` vs `rollout_eager`); on JAX `fn` itself, as the weights live outside a
+    pure function."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(model.rollout, reduce_retracing=True)
-    return model.rollout
+        return tf.function(fn, reduce_retracing=True)
+    return fn

@@ -1,13 +1,16 @@
-"""Rollout videos: ground truth and prediction side by side, H.264 in an MP4."""
+"""A training run's rollout videos: ground truth and prediction side by side, H.264 in MP4."""
 
+import os
+import re
 import shutil
 
 import av
 import numpy as np
 
-from model.checkpoint import atomic_path, writing
+from model.files import atomic_path, writing
 
-SCALE = 6  # 32 px frames become 192 px panels (the original showed 180 px)
+VIDEO_NAME = re.compile(r"^(step_\d{7,}|latest)\.mp4$")  # in a run's videos/
+PANEL = 192  # pixels a side of each panel at most: 32 px frames 6 times (the original: 180)
 GAP = 8  # pixels of white between the two panels
 FONT = 16  # caption text size in pixels: readable at a glance
 LINE = 22  # pixels per caption line
@@ -15,13 +18,37 @@ BAND = 2 * LINE  # pixels of white above the panels for the captions (even, for 
 FPS = 4
 
 
+def path(train_dir, step):
+    return os.path.join(train_dir, "videos", f"step_{step:07d}.mp4")
+
+
+def write_run_video(config, step, truth, rollout):
+    """Write `videos/step_NNNNNNN.mp4` and `videos/latest.mp4` of the run `config`: the clip
+    `truth` `(1, T, H, W, C)` left, and right its first `config.seq_start` frames followed by
+    `rollout(context, horizon)`'s predictions, each frame captioned. Raises `CannotWrite`."""
+    start, frames = config.seq_start, truth.shape[1]
+    predicted = np.asarray(rollout(truth[:, :start], frames - start))
+    shown = np.concatenate([truth[:, :start], predicted], axis=1)[0]
+    captions = [(f"truth, frame {t}", f"{'input' if t < start else 'prediction'}, frame {t}")
+                for t in range(frames)]
+    title = f"{config.model} after {step:,} training steps"
+    target = path(config.train_dir, step)
+    with writing(os.path.dirname(target)):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    write_mp4(target, side_by_side(truth[0], shown, captions, title))
+    copy_atomic(target, os.path.join(os.path.dirname(target), "latest.mp4"))
+
+
 def side_by_side(truth, prediction, captions=None, title=""):
-    """`(T, 32, 32, 3)` each in [0, 1] -> `(T, 192, 392, 3)` uint8, truth left. Converted to
-    uint8 before scaling up, so the large frames never exist as floats. With `captions`, one
+    """`(T, H, W, C)` each in [0, 1] (C 1 or 3) -> `(T, s H, 2 s W + GAP, 3)` uint8, truth
+    left, each frame scaled up `s = PANEL // H` times (32 px: 6 times). Converted to uint8
+    before scaling up, so the large frames never exist as floats. With `captions`, one
     `(left, right)` pair of strings per frame, a band above the panels holds `title` on its
-    first line and each frame's pair over its panels on the second: `(T, BAND + 192, 392, 3)`."""
+    first line and each frame's pair over its panels on the second: `(T, BAND + s H, ...)`."""
+    scale = max(1, PANEL // truth.shape[1])
     small = [(np.clip(p, 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for p in (truth, prediction)]
-    panels = [np.repeat(np.repeat(p, SCALE, axis=1), SCALE, axis=2) for p in small]
+    small = [np.repeat(p, 3 // p.shape[-1], axis=-1) for p in small]  # gray as RGB
+    panels = [np.repeat(np.repeat(p, scale, axis=1), scale, axis=2) for p in small]
     gap = np.full((*panels[0].shape[:2], GAP, 3), 255, np.uint8)
     frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
     if captions is None:
@@ -60,12 +87,3 @@ def copy_atomic(src, dst):
     """Copy `src` over `dst` so that `dst` is never half-written. Raises `CannotWrite`."""
     with writing(dst), atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-
-
-def probe(path):
-    """`(codec, pixel format, frame count, width, height)` of the first video stream of `path`."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        count = sum(1 for _ in container.decode(stream))
-        ctx = stream.codec_context
-        return ctx.name, ctx.pix_fmt, count, ctx.width, ctx.height

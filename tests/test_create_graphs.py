@@ -12,9 +12,12 @@ import pytest
 from PIL import Image
 
 import create_graphs
-from create_graphs import GIF_BAND, GIF_GAP, GIF_SCALE, GIF_SEQUENCES
+from tests.lines import error_lines
+from create_graphs import GIF_BAND, GIF_GAP, GIF_SEQUENCES, GIF_SIDE
 from model import evaluation
-from model.evaluation import CONTEXT
+
+CONTEXT = 5  # the ConvLSTM's true frames
+GIF_SCALE = GIF_SIDE // 32
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
@@ -23,7 +26,8 @@ SIDE = 32 * GIF_SCALE + GIF_GAP  # one panel of the GIF with its margins
 
 @pytest.fixture(scope="module")
 def shipped():
-    return {n: evaluation.load(n, os.path.join(SHIPPED, n))[0] for n in create_graphs.MODELS}
+    return {n: evaluation.load_checkpoint(n, os.path.join(SHIPPED, n))[0]
+            for n in create_graphs.MODELS}
 
 
 def graphs(tiny_runs, out, *extra):
@@ -38,7 +42,7 @@ def test_writes_csv_figures_and_gif(tiny_runs, tmp_path):
     lines = (tmp_path / "g.csv").read_text().splitlines()
     header = lines[0].split(",")
     assert header[:5] == ["step", "conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
-    assert {"conv_lstm_ci95", "conv_2016_ci95", "conv_psnr", "conv_lstm_2016_ssim",
+    assert {"conv_lstm_ci95", "conv_2016_ci95", "conv_psnr", "conv_lstm_ssim",
             "conv_ssim_ci95"} <= set(header)
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]
     for name in ("g.png", "g_psnr_ssim.png"):
@@ -57,7 +61,7 @@ def _sse(prediction, truth):
 def test_alignments_are_what_they_say(shipped):
     n, horizon, seed = 6, 3, 11
     results = create_graphs.evaluate(shipped, n, horizon, seed, n)
-    clips = create_graphs.eval_clips(n, horizon, np.random.default_rng(seed))
+    clips = create_graphs.eval_clips(n, CONTEXT + 1 + horizon, np.random.default_rng(seed))
     lstm, conv = shipped["conv_lstm"], shipped["conv"]
     want = {  # step 0 of each series: the model's input, the frame it is compared with
         "conv_lstm": _sse(lstm.rollout(clips[:, :CONTEXT], 1)[:, 0], clips[:, CONTEXT]),
@@ -74,13 +78,14 @@ def test_alignments_are_what_they_say(shipped):
 def test_gif_shows_truth_and_both_rollouts(shipped):
     horizon, seed = 3, 4
     examples = create_graphs.rollout_examples(shipped, horizon, seed)
-    clips = create_graphs.eval_clips(GIF_SEQUENCES, horizon, np.random.default_rng(seed))
+    clips = create_graphs.eval_clips(GIF_SEQUENCES, CONTEXT + 1 + horizon,
+                                     np.random.default_rng(seed))
     np.testing.assert_array_equal(examples[:, 0], clips[:, CONTEXT : CONTEXT + horizon])
     lstm = shipped["conv_lstm"].rollout(clips[:, :CONTEXT], horizon)
     np.testing.assert_allclose(examples[:, 1], lstm, atol=1e-5)
     conv = shipped["conv"].rollout(clips[:, CONTEXT - 1 : CONTEXT], horizon)
     np.testing.assert_allclose(examples[:, 2], conv, atol=1e-5)
-    frames = create_graphs.gif_frames(examples)
+    frames = create_graphs.gif_frames(examples, CONTEXT)
     assert frames.shape == (horizon, GIF_SEQUENCES * SIDE + 2 * GIF_BAND, 3 * SIDE, 3)
     top, left = GIF_BAND + SIDE + GIF_GAP // 2, 2 * SIDE + GIF_GAP // 2  # row 1, conv column
     width = 32 * GIF_SCALE
@@ -101,9 +106,9 @@ def test_mixed_weights_warned_before_evaluating_and_titled(tiny_runs, tmp_path, 
                                                             monkeypatch, mixed):
     evaluate, save, seen = create_graphs.evaluate, create_graphs._save, {"titles": []}
 
-    def spy_evaluate(*args):
+    def spy_evaluate(*args, **kwargs):
         seen["stderr"] = capsys.readouterr().err
-        return evaluate(*args)
+        return evaluate(*args, **kwargs)
 
     def spy_save(fig, path, title, caption):
         seen["titles"].append(title)
@@ -171,7 +176,7 @@ def test_unwritable_out_exits_2_before_evaluating(tmp_path, capfd, monkeypatch, 
     main = functools.partial(create_graphs.main, ["--out", str(out)])
     assert (as_nobody(main) if where == "read_only" and os.geteuid() == 0 else main()) == 2
     err = capfd.readouterr().err.strip().splitlines()
-    causes = {"under_a_file": ["Not a directory"], "read_only": ["Permission denied"],
+    causes = {"under_a_file": ["is a file, not a folder"], "read_only": ["Permission denied"],
               "proc": ["No such file or directory", "Permission denied", "not permitted"]}[where]
     assert len(err) == 1 and str(out) in err[0] and any(c in err[0] for c in causes), err
 
@@ -190,7 +195,7 @@ def tiny_filesystem(tmp_path):
 
 def test_full_disk_exits_1_and_writes_nothing(tiny_runs, tiny_filesystem, capsys):
     assert graphs(tiny_runs, tiny_filesystem / "g") == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "No space left on device" in err[0] and str(tiny_filesystem) in err[0]
     assert os.listdir(tiny_filesystem) == []
 
@@ -204,7 +209,7 @@ def test_failed_write_leaves_old_outputs(tiny_runs, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(create_graphs, "write_gif", full_disk)  # the last output written
     (tmp_path / "g.csv").write_text("old")
     assert graphs(tiny_runs, tmp_path / "g") == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "rollouts.gif" in err[0] and "No space left" in err[0]
     assert os.listdir(tmp_path) == ["g.csv"] and (tmp_path / "g.csv").read_text() == "old"
 
@@ -220,20 +225,29 @@ def test_missing_weights_name_the_training_command(tmp_path):
     assert "python main_conv_lstm.py" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
-def test_ssim_matches_definition():
+def test_ssim_is_wang_et_al_with_an_11x11_gaussian_window():
+    from keras import ops
+
     rng = np.random.default_rng(0)
-    a = rng.random((2, 16, 16, 3))
-    assert np.allclose(evaluation.ssim(a, a), 1.0)
-    noisy = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
-    assert np.all(evaluation.ssim(a, noisy) < 0.9)
-    # one 7x7 window: SSIM from its textbook formula with sample (ddof=1) statistics
-    x, y = a[0, :7, :7, 0], noisy[0, :7, :7, 0]
+    truth = rng.random((2, 3, 11, 11, 3)).astype("float32")  # (B, N, H, W, C): one window each
+    noisy = np.clip(truth + rng.normal(0, 0.2, truth.shape), 0, 1).astype("float32")
+    got = np.asarray(evaluation.metrics(ops.convert_to_tensor(noisy), truth)["ssim"])
+    assert got.shape == (2, 3)
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()  # the Gaussian window, sigma 1.5
     c1, c2 = 0.01**2, 0.03**2
-    cov = np.cov(x.ravel(), y.ravel())
-    want = ((2 * x.mean() * y.mean() + c1) * (2 * cov[0, 1] + c2)) / (
-        (x.mean() ** 2 + y.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2))
-    got = evaluation.ssim(x[None, :, :, None], y[None, :, :, None])
-    np.testing.assert_allclose(got, [want], rtol=1e-6)
+    for b, n in np.ndindex(2, 3):
+        per_channel = []
+        for c in range(3):
+            x, y = noisy[b, n, :, :, c], truth[b, n, :, :, c]
+            mx, my = (w * x).sum(), (w * y).sum()
+            vx, vy = (w * x * x).sum() - mx**2, (w * y * y).sum() - my**2
+            cov = (w * x * y).sum() - mx * my
+            per_channel.append((2 * mx * my + c1) * (2 * cov + c2)
+                               / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+        np.testing.assert_allclose(got[b, n], np.mean(per_channel), rtol=1e-4)
+    same = evaluation.metrics(ops.convert_to_tensor(truth), truth)["ssim"]
+    np.testing.assert_allclose(np.asarray(same), 1.0, rtol=1e-5)
 
 
 def test_gif_marks_mixed_weights_in_red():
@@ -242,8 +256,81 @@ def test_gif_marks_mixed_weights_in_red():
     assert mark == "MIXED WEIGHTS: ConvLSTM step 2, conv step 200,000 (shipped)"
     assert create_graphs.describe_weights(paths, dict.fromkeys(paths, 2), "/runs")[1] == ""
     examples = np.zeros((GIF_SEQUENCES, 3, 2, 32, 32, 3))
-    plain, marked = create_graphs.gif_frames(examples), create_graphs.gif_frames(examples, mark)
+    plain = create_graphs.gif_frames(examples, CONTEXT)
+    marked = create_graphs.gif_frames(examples, CONTEXT, mark)
     assert marked.shape[1] == plain.shape[1] + GIF_BAND
     np.testing.assert_array_equal(marked[:, : plain.shape[1]], plain)
     red = (marked[..., 0] > 200) & (marked[..., 1] < 80) & (marked[..., 2] < 80)
     assert red[:, plain.shape[1]:].any() and not red[:, : plain.shape[1]].any()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be in 0..4294967295"),
+    (["--seed", "4294967296"], "--seed must be in 0..4294967295"),
+    (["--num_sequences", "1"], "--num_sequences must be an integer of at least 2"),
+    (["--horizon", "3000"], "--horizon must be at most 200"),
+    (["--conv_step", "-5"], "--conv_step must be a step"),
+])
+def test_bad_flags_exit_2_before_loading(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr(create_graphs, "load_run", _never)
+    assert create_graphs.main([*flags, "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_out_naming_a_folder_writes_default_names_inside(tiny_runs, tmp_path, existing):
+    folder = tmp_path / "run1"
+    if existing:
+        folder.mkdir()
+    assert graphs(tiny_runs, str(folder) + ("" if existing else os.sep)) == 0
+    assert sorted(os.listdir(folder)) == [
+        "conv_lstm_vs_conv.csv", "conv_lstm_vs_conv.json", "conv_lstm_vs_conv.png",
+        "conv_lstm_vs_conv_psnr_ssim.png", "rollouts.gif"]
+    assert sorted(os.listdir(tmp_path)) == ["run1"]
+
+
+def test_one_checkpoint_with_another_step_is_refused(capsys, tmp_path):
+    one = os.path.join(SHIPPED, "conv")
+    assert create_graphs.main(["--conv_dir", one, "--conv_step", "1000",
+                               "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is one checkpoint, of step 200000, not 1000" in err[0], err
+
+
+def test_no_run_says_how_to_use_the_shipped_weights(tmp_path, capsys):
+    assert create_graphs.main(["--conv_lstm_dir", str(tmp_path / "none"), "--pretrained_dir",
+                               str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--conv_lstm_dir checkpoints/pretrained/conv_lstm" in err[0], err
+
+
+def test_the_other_models_checkpoint_is_named_in_one_line(tmp_path, capsys):
+    assert create_graphs.main(["--conv_lstm_dir", os.path.join(SHIPPED, "conv"),
+                               "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the conv model, not the ConvLSTM model" in err[0], err
+
+
+def test_progress_reaches_a_log(tiny_runs, tmp_path, capsys):
+    assert graphs(tiny_runs, tmp_path / "g") == 0
+    err = capsys.readouterr().err  # not a terminal here, as in a log file
+    assert "evaluating" in err and "7/7" in err
+
+
+def test_long_unicode_title_is_wrapped_inside_the_figure_without_warnings(tmp_path):
+    import warnings
+
+    fig = create_graphs._pyplot().figure(figsize=(10, 4.4), dpi=120)
+    title = "weights: ConvLSTM " + "/runs/ünïcødé/数据/" * 12 + "ckpt-0000005 (step 5)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        create_graphs._save(fig, str(tmp_path / "f.png"), title, "caption")
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with warnings.catch_warnings():  # measuring draws the title again
+        warnings.simplefilter("ignore")
+        box = fig._suptitle.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
