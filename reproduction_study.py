@@ -32,9 +32,8 @@ import textwrap
 import numpy as np
 
 from model import checkpoint, runtime
-from model.cli import (REPO, Parser, UsageError, check_positive, check_seed, out_prefix,
-                       progress, run_script)
-from model.evaluation import MODELS, evaluate, load_checkpoint
+from model.cli import REPO, Parser, UsageError, out_prefix, progress, run_script
+from model.evaluation import MODELS, add_flags, check_flags, evaluate, load_checkpoint
 from model.files import write_all
 
 ORIGINAL = os.path.join(REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -343,22 +342,15 @@ def parse_flags(argv=None):
     add = parser.add_argument
     add("--study_dir", default=os.path.join(REPO, "checkpoints", "study"),
         help="folder of <model>/seed<k>/ckpt-<step>/ checkpoints (default: %(default)s)")
-    add("--num_sequences", type=int, default=1200, help="sequences averaged (default: 1200)")
-    add("--seed", type=int, default=2016, help="seed of the evaluation clips (default: 2016)")
-    add("--horizon", type=int, default=24, help="predicted frames per sequence (default: 24)")
-    add("--batch_size", type=int, default=200, help="sequences per forward pass (default: 200)")
+    add_flags(parser)
     add("--train", action="store_true",
         help="first train or resume the six runs (about 4.5 hours on 2 cores)")
     add("--out", default=os.path.join(REPO, "results", "reproduction_study"),
         help="output prefix: .csv and .png (default: %(default)s; the committed figures: "
              "--out figs/reproduction_study)")
     args = parser.parse_args(argv)
-    check_positive({"batch_size": args.batch_size})
-    check_positive({"num_sequences": args.num_sequences}, at_least=2)
-    if args.horizon < MIDDLE.stop:
-        raise UsageError(f"--horizon must be at least {MIDDLE.stop}, got {args.horizon}: the "
-                         f"verdict compares the models at prediction steps 3-{MIDDLE.stop - 1}")
-    check_seed(args.seed)
+    check_flags(args, MIDDLE.stop, ": the verdict compares the models at prediction steps "
+                f"3-{MIDDLE.stop - 1}")
     args.out = out_prefix(args.out, "reproduction_study")
     return args
 

@@ -164,7 +164,7 @@ def read_state(path):
 
 def restore(path, model, optimizer=None):
     """Load weights (and the optimiser's variables) from checkpoint folder `path` into `model`,
-    built as the checkpoint's config says. Raises `Damaged`."""
+    built as the checkpoint's config says; return its `read_state`. Raises `Damaged`."""
     try:
         model.load_weights(os.path.join(path, "model.weights.h5"))
         if optimizer is not None:
@@ -177,6 +177,7 @@ def restore(path, model, optimizer=None):
     except (OSError, ValueError, KeyError, TypeError) as error:
         text = str(error).split("\n")[0] or type(error).__name__
         raise Damaged(text) from None
+    return read_state(path)
 
 
 def _train_state(model, optimizer):

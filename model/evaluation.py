@@ -49,11 +49,13 @@ def add_flags(parser):
     cli.add_fields(parser, EvalFlags())
 
 
-def check_flags(args, min_horizon=1):
-    """Raise `UsageError` naming the first evaluation flag of `args` out of range."""
+def check_flags(args, min_horizon=1, why=""):
+    """Raise `UsageError` naming the first evaluation flag of `args` out of range (`why`: the
+    reason for `min_horizon`)."""
     cli.check_positive({"num_sequences": args.num_sequences}, at_least=2)
-    cli.check_positive({"horizon": args.horizon}, at_least=min_horizon)
     cli.check_positive({"batch_size": args.batch_size})
+    if args.horizon < min_horizon:
+        raise UsageError(f"--horizon must be at least {min_horizon}, got {args.horizon}{why}")
     cli.check_seed(args.seed)
     if args.horizon > MAX_HORIZON:
         raise UsageError(f"--horizon must be at most {MAX_HORIZON}, got {args.horizon}")

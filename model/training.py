@@ -100,11 +100,12 @@ def check_values(config):
     if config.num_balls > bouncing_balls.max_balls():
         raise UsageError(f"--num_balls {config.num_balls} do not fit reliably in the box "
                          f"(at most {bouncing_balls.max_balls()})")
-    need = config.seq_start + 1 + PREDICTORS[config.model].scored_offset
-    if config.seq_start < 1 or config.seq_length < need:
-        raise UsageError(f"--seq_start must be at least 1 and --seq_length at least {need} for "
-                         f"the {config.model} model to learn from a frame, got "
-                         f"{config.seq_start} and {config.seq_length}")
+    cli.check_positive({"seq_start": config.seq_start})
+    need = config.seq_start + 1 + PREDICTORS[config.model].scored_offset  # a frame to score
+    if config.seq_length < need:
+        raise UsageError(f"--seq_length {config.seq_length} leaves no frame to learn from: the "
+                         f"{config.model} model needs at least {need} with --seq_start "
+                         f"{config.seq_start}")
 
 
 def _check_train_dir(train_dir):
@@ -248,11 +249,11 @@ def _resume(config, clips, log):
     """`(step, model, optimizer)` from the newest checkpoint that loads (newer ones set aside,
     so that `checkpoint.save` never counts them among those it keeps), or step 0. Raises
     `UsageError` where the folder holds another run."""
-    def set_aside(path, error):
+    damaged = []
+    found = load_newest(config.train_dir, lambda path, error: damaged.append((path, error)))
+    for path, error in damaged:  # only once one loads: else the user decides (--fresh)
         log(f"warning: {path} does not load ({error}); moved aside to "
             f"{checkpoint.set_aside(path)}")
-
-    found = load_newest(config.train_dir, set_aside)
     if found is None:
         return (0, *build(config, frame_shape(clips)))
     path, (saved, state, model, optimizer) = found

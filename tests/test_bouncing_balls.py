@@ -204,7 +204,7 @@ def test_many_batches_at_the_most_balls():
 
 def test_num_balls_flag_accepts_exactly_the_reliable_counts(tmp_path):
     flags = ["--train_dir", str(tmp_path / "run")]
-    assert parse_flags(CONV_LSTM, [*flags, "--num_balls", str(bb.max_balls())]).num_balls == 5
+    assert parse_flags(CONV_LSTM, [*flags, "--num_balls", str(bb.max_balls())])[0].num_balls == 5
     with pytest.raises(UsageError, match=r"--num_balls 6 do not fit reliably .*\(at most 5\)"):
         parse_flags(CONV_LSTM, [*flags, "--num_balls", str(bb.max_balls() + 1)])
     assert not (tmp_path / "run").exists()

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import create_graphs
-from tests.lines import error_lines
+from tests.helpers import error_lines
 from create_graphs import GIF_BAND, GIF_GAP, GIF_SEQUENCES, GIF_SIDE
 from model import evaluation
 

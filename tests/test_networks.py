@@ -144,10 +144,10 @@ def test_chained_step_trains_like_one_chain(config):
 def test_compiled_rollout_follows_the_weights():
     """The training videos use the compiled rollout: it must give the eager numbers, and read the
     weights when it runs (not when it was first traced)."""
-    from model.train_step import compiled_rollout
+    from model.train_step import compiled
 
     model, _ = build(dataclasses.replace(CONV_LSTM, batch_size=1))
-    rollout = compiled_rollout(model)
+    rollout = compiled(model.rollout)
     context = batch_at(dataclasses.replace(CONV_LSTM, batch_size=1), 0)[:, :5]
     for seed in (0, 1):  # weights changed after the first trace
         randomise(model, seed)

@@ -38,7 +38,7 @@ def run_script(script, *flags):
 def test_scripts_default_to_the_original_protocol(script, tmp_path, monkeypatch):
     """The flags' defaults, as the script hands them to training, and what they build."""
     seen = []
-    monkeypatch.setattr(training, "train", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr(training, "train", lambda config, clips: seen.append(config) or 0)
     assert run_script(script, "--train_dir", tmp_path / "run") == 0
     config = seen[0]
     seq_length, seq_start = {"main_conv_lstm.py": (10, 5), "main_conv.py": (5, 1)}[script]
@@ -123,7 +123,8 @@ def small_model():
 
 
 def save(train_dir, step, model_and_optimizer, keep_every=0):
-    return checkpoint.save(str(train_dir), step, *model_and_optimizer, {"config": {}}, keep_every)
+    milestone = bool(keep_every) and step % keep_every == 0
+    return checkpoint.save(str(train_dir), step, *model_and_optimizer, {"config": {}}, milestone)
 
 
 @pytest.mark.parametrize("keep_every", [0, 4])
@@ -163,3 +164,17 @@ def test_a_saved_checkpoint_is_synced_before_it_is_renamed_into_place(tmp_path, 
     synced_before = {ino for kind, ino in events[:rename] if kind == "fsync"}
     assert set(inode.values()) | {os.stat(path).st_ino} <= synced_before, events
     assert ("fsync", os.stat(tmp_path).st_ino) in events[rename + 1 :], events
+
+
+def test_a_milestone_stays_one_whatever_a_later_run_says(tmp_path):
+    """Saved as a milestone, kept for good: resuming with another `--keep_every`, or 0, never
+    deletes one (the flag is recorded with each checkpoint, not derived from today's)."""
+    from model.training import main
+
+    run = str(tmp_path / "run")
+    flags = ["--train_dir", run, "--batch_size", "2", "--save_every", "1", "--log_every", "1"]
+    for max_step, keep_every in ((4, 2), (7, 3), (8, 0)):
+        assert main(CONV, "", [*flags, "--max_step", str(max_step),
+                               "--keep_every", str(keep_every)]) == 0
+    steps = [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(run)]
+    assert steps == [2, 4, 6, 7, 8]

@@ -4,6 +4,7 @@ second process that holds the lock, a damaged file, a real signal) and must end 
 the right exit code, with nothing of the user's lost. Most run the scripts' `main` in this
 process, on a tiny finished run (steps 1-4, checkpoints at 2 and 4)."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -17,7 +18,8 @@ import pytest
 import create_graphs
 from model import checkpoint, training
 from model.networks import ConvLSTMPredictor
-from model.training import CONV, CONV_LSTM, REPO, main
+from model.cli import REPO
+from model.training import CONV, CONV_LSTM, main
 
 FLAGS = ["--max_step", 4, "--save_every", 2, "--log_every", 1, "--batch_size", 2]
 SHIPPED = os.path.join(REPO, "checkpoints", "pretrained")
@@ -114,6 +116,42 @@ def test_a_second_run_on_a_folder_in_use_exits_2_until_the_holder_dies(run_dir, 
     assert not (run_dir / checkpoint.LOCK).exists()
 
 
+def test_the_lock_holds_while_its_holder_lives_even_when_its_file_is_deleted(run_dir, holder,
+                                                                          capsys):
+    (run_dir / checkpoint.LOCK).unlink()
+    assert rerun(run_dir, "--max_step", 6) == 2
+    assert f"{run_dir} is in use by another run" in one_line(capsys.readouterr().err)
+    assert checkpoint.list_checkpoints(run_dir)[-1].endswith("ckpt-0000004")
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_out_of_range_is_refused_before_the_folder_is_made(tmp_path, capsys, seed):
+    assert rerun(tmp_path / "run", "--seed", seed) == 2
+    assert "--seed must be in 0..4294967295" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "dangling_link"])
+def test_an_empty_or_dangling_train_dir_is_one_line_with_the_scripts_name(tmp_path, capfd, kind):
+    target = ""
+    if kind == "dangling_link":
+        target = tmp_path / "link"
+        target.symlink_to(tmp_path / "gone")
+    out = subprocess.run([sys.executable, "main_conv.py", "--train_dir", str(target)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and one_line(out.stderr).startswith("main_conv.py: error: ")
+    assert sorted(os.listdir(tmp_path)) == ([] if kind == "empty" else ["link"])
+
+
+def test_one_checkpoint_as_train_dir_is_refused_with_the_way_to_train_on(capsys):
+    shipped = os.path.join(SHIPPED, "conv")
+    before = files(shipped)
+    assert rerun(shipped, "--max_step", 10) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "is one checkpoint, not a run folder" in line and "ckpt-0200000" in line
+    assert files(shipped) == before
+
+
 def test_sigterm_inside_a_save_ends_in_one_line_and_the_run_resumes(run_dir, capsys, monkeypatch):
     def unhandled(signum, frame):
         raise AssertionError("SIGTERM reached the test's handler, not the script's")
@@ -143,7 +181,7 @@ def test_sigterm_inside_a_save_ends_in_one_line_and_the_run_resumes(run_dir, cap
 
 def test_ctrl_c_in_create_graphs_from_another_folder(tmp_path, capsys, monkeypatch):
     """Its default folders are the repository's, wherever it runs; Ctrl-C ends it in one line."""
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         signal.raise_signal(signal.SIGINT)  # Ctrl-C: Python's handler raises KeyboardInterrupt
         raise AssertionError("no KeyboardInterrupt")
 
@@ -172,7 +210,7 @@ def graphs(conv_lstm_dir, conv_dir, out):
 def test_create_graphs_refuses_swapped_folders(finished, tmp_path, capsys):
     assert graphs(finished, os.path.join(SHIPPED, "conv_lstm"), tmp_path / "g") == 2
     line = one_line(capsys.readouterr().err)
-    assert f"{finished}/ckpt-0000004 holds the 'conv' model, not 'ConvLSTM'" in line
+    assert f"{finished}/ckpt-0000004 holds the conv model, not the ConvLSTM model" in line
     assert os.listdir(tmp_path) == []
 
 
@@ -205,20 +243,34 @@ def test_create_graphs_reads_a_folder_in_use_past_a_newest_checkpoint_that_does_
 
 
 @pytest.mark.parametrize("change", [
-    {"step": "4"}, {"step": 5}, {"config": {"batch_size": "2"}}, {"config": {"keep_prob": 7}},
-    {"config": {"model": "gan"}}, {"config": {"colour": "red"}},
+    {"step": "4"}, {"config": {"batch_size": "2"}}, {"config": {"keep_prob": 7}},
+    {"config": {"model": "gan"}}, {"drop": "seed"},
 ])
 def test_a_state_json_value_of_the_wrong_type_or_range_damages_the_checkpoint(run_dir, capsys,
                                                                                change):
+    """A missing config key too: a seed-0 run must not resume under another seed's defaults."""
     path = run_dir / "ckpt-0000004" / "state.json"
     state = json.loads(path.read_text())
     state["config"].update(change.pop("config", {}))
+    state["config"].pop(change.pop("drop", None), None)
     path.write_text(json.dumps({**state, **change}))
     assert rerun(run_dir, "--max_step", 2) == 0
     out = capsys.readouterr().out
     [warning] = [line for line in out.splitlines() if line.startswith("warning:")]
     assert f"{run_dir}/ckpt-0000004 does not load (state.json: " in warning
     assert "resuming from step 2" in out and (run_dir / "ckpt-0000004.damaged").is_dir()
+
+
+def test_a_newer_versions_config_key_is_refused_and_nothing_set_aside(run_dir, capsys):
+    path = run_dir / "ckpt-0000004" / "state.json"
+    state = json.loads(path.read_text())
+    state["config"]["colour"] = "red"
+    path.write_text(json.dumps(state))
+    before = sorted(os.listdir(run_dir))
+    assert rerun(run_dir, "--max_step", 6) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "saved by a newer version of this code (config key 'colour')" in line
+    assert sorted(os.listdir(run_dir)) == before
 
 
 def test_a_conv_lstm_clip_with_no_frame_to_score_is_refused(tmp_path, capsys):
@@ -235,8 +287,7 @@ def test_a_conv_lstm_clip_with_no_frame_to_score_is_refused(tmp_path, capsys):
 def test_a_batch_that_cannot_fit_in_memory_is_refused(tmp_path, capsys):
     assert main(CONV, "", ["--train_dir", str(tmp_path / "run"), "--batch_size", "10000000"]) == 2
     line = one_line(capsys.readouterr().err)
-    assert "--batch_size 10000000 would need about 8,001.0 GB of memory" in line
-    assert "estimate: 1 GB + 160 kB per frame of a batch" in line
+    assert "--batch_size 10000000 would need about 7,988.2 GB of memory" in line
     assert not (tmp_path / "run").exists()
 
 
@@ -266,7 +317,7 @@ def test_a_backend_we_cannot_run_on_is_one_line(tmp_path, script, backend, says)
 def test_defaults_are_the_repositorys_from_any_folder_and_help_shows_them(tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = training.parse_flags(CONV, [])
+    config = training.parse_flags(CONV, [])[0]
     assert config.train_dir == os.path.join(REPO, "checkpoints", "train_store_conv")
     args = create_graphs.parse_flags(["--out", "figs/conv_lstm_vs_conv"])  # as given, from here
     assert args.out == "figs/conv_lstm_vs_conv"
@@ -278,7 +329,8 @@ def test_defaults_are_the_repositorys_from_any_folder_and_help_shows_them(tmp_pa
         with pytest.raises(SystemExit):
             parse()
         helps[name] = " ".join(capsys.readouterr().out.split())
-    assert f"--train_dir TRAIN_DIR {training.HELP['train_dir']} (default: {REPO}/checkpoints/" \
+    text = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}
+    assert f"--train_dir TRAIN_DIR {text['train_dir']} (default: {REPO}/checkpoints/" \
            "train_store_conv)" in helps["training"] and "(default: 16)" in helps["training"]
     assert "(default: 1200)" in helps["create_graphs"]
     assert f"(default: {REPO}/results/conv_lstm_vs_conv;" in helps["create_graphs"]

@@ -13,7 +13,7 @@ import reproduction_study as study
 from model import checkpoint, evaluation
 from conftest import TINY
 from model.training import CONV, UsageError, main
-from study_csv import read_csv
+from tests.helpers import read_study_csv as read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_load_run_picks_a_chosen_checkpoint(runs):
         os.path.join(run, "ckpt-0000002"), 2)
     with pytest.raises(UsageError, match=r"no checkpoint at step 3 \(it has: 2, 4, 5\)"):
         evaluation.load_run("conv_lstm", run, step=3)
-    with pytest.raises(evaluation.WrongModel, match="holds the 'ConvLSTM' model, not 'conv'"):
+    with pytest.raises(UsageError, match="holds the ConvLSTM model, not the conv model"):
         evaluation.load_run("conv", run)
 
 
@@ -81,10 +81,11 @@ def test_evaluation_with_input_dropout():
     `[seed, 1]`), and are scored against the clean clips."""
     shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "checkpoints", "pretrained")
-    models = {n: evaluation.load(n, os.path.join(shipped, n))[0] for n in evaluation.MODELS}
+    models = {n: evaluation.load_checkpoint(n, os.path.join(shipped, n))[0]
+              for n in evaluation.MODELS}
     results = evaluation.evaluate(models, 4, 2, 7, 4, quality=False, keep_prob=0.8)
-    clips = evaluation.eval_clips(4, 2, np.random.default_rng(7))
-    seen = evaluation.dropped_out(clips[:, :evaluation.CONTEXT], 0.8, np.random.default_rng([7, 1]))
+    clips = evaluation.eval_clips(4, 8, np.random.default_rng(7))
+    seen = evaluation.dropped_out(clips[:, :5], 0.8, np.random.default_rng([7, 1]))
     want = models["conv_lstm"].rollout(seen, 3)[:, :2]
     np.testing.assert_allclose(results["conv_lstm"]["sse"], np.sum(
         (np.asarray(want) - clips[:, 5:7]) ** 2, axis=(-3, -2, -1)), rtol=1e-4)

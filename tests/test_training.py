@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from model import checkpoint
+from model import checkpoint, files
 from model.train_step import dispatching_ahead, losses_of, make_train_step
 from model.training import (CONV, CONV_LSTM, UsageError, batch_at, batches, build, main,
                             parse_flags, train)
-from model.video import probe
+from tests.helpers import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,9 +84,9 @@ def test_script_trains_and_writes_everything(tmp_path, script):
     def mode(*path):
         return stat.S_IMODE(os.stat(tmp_path.joinpath(*path)).st_mode)
 
-    assert mode("ckpt-0000003") == 0o777 & ~checkpoint._UMASK
+    assert mode("ckpt-0000003") == 0o777 & ~files.UMASK
     for path in (("ckpt-0000003", "state.json"), ("videos", "latest.mp4")):
-        assert mode(*path) == 0o666 & ~checkpoint._UMASK, path
+        assert mode(*path) == 0o666 & ~files.UMASK, path
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
@@ -151,9 +151,9 @@ def test_kill_9_then_resume(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--seq_start", 5, "--seq_length", 5], "--seq_start must be at least 1 and less than"),
-        (["--batch_size", 0], "--batch_size must be a positive integer"),
-        (["--max_step", -3], "--max_step must be a positive integer"),
+        (["--seq_start", 5, "--seq_length", 5], "--seq_length 5 leaves no frame to learn from"),
+        (["--batch_size", 0], "--batch_size must be an integer of at least 1"),
+        (["--max_step", -3], "--max_step must be an integer of at least 1"),
         (["--lr", 0], "--lr must be a positive number"),
         (["--lr", "nan"], "--lr must be a positive number"),
         (["--keep_prob", 0], "--keep_prob must be in (0, 1]"),
@@ -175,7 +175,7 @@ def test_unwritable_train_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     out = run("main_conv_lstm.py", "--train_dir", blocker / "run", timeout=60)
-    assert out.returncode == 2 and "--train_dir" in out.stderr and "not writable" in out.stderr
+    assert out.returncode == 2 and "--train_dir" in out.stderr and "is a file" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     with pytest.raises(UsageError):
         parse_flags(CONV, ["--train_dir", str(blocker)])

@@ -17,7 +17,7 @@ def test_side_by_side_layout():
 def test_captions_are_readable_and_name_the_frame_and_the_training_step(tmp_path, monkeypatch):
     import dataclasses
 
-    from model.training import CONV_LSTM, write_video
+    from model.training import CONV_LSTM, video_clip
 
     seen, side_by_side = {}, video.side_by_side
 
@@ -27,7 +27,8 @@ def test_captions_are_readable_and_name_the_frame_and_the_training_step(tmp_path
 
     monkeypatch.setattr(video, "side_by_side", spy)
     config = dataclasses.replace(CONV_LSTM, train_dir=str(tmp_path))
-    write_video(None, config, 5000, rollout=lambda context, n: np.zeros((1, n, 32, 32, 3)))
+    video.write_run_video(config, 5000, video_clip(config),
+                          rollout=lambda context, n: np.zeros((1, n, 32, 32, 3)))
     assert seen["captions"][4] == ("truth, frame 4", "input, frame 4")
     assert seen["captions"][5] == ("truth, frame 5", "prediction, frame 5")
     assert seen["title"] == "conv_lstm after 5,000 training steps"
