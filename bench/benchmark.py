@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 from model import cli, files, runtime  # noqa: E402
 from systems import bouncing_balls  # noqa: E402
 
-PARTS = ("simulator", "data", "training", "cells", "memory")
+PARTS = ("simulator", "data", "training", "cells", "memory", "data_memory")
 CELLS = ((4, 8), (32, 32))  # (filters, side): our models' cell, and a large one
 CELL_SECONDS = 60  # a cell comparison stops repeating after this long (JAX's CPU: ~30 s a step)
 SCRIPTS = {"conv_lstm": "main_conv_lstm.py", "conv": "main_conv.py"}
@@ -72,6 +72,26 @@ def bench_data(repeats):
             opened = clip_file.open_clips(path, time_major=layout == "time_major")
             batches[f"{layout}_ms"] = lambda c=opened: clip_file.training_batch(c, rng, 16, 10, 0.1)
         return timed(batches, repeats)
+
+
+def bench_data_memory(steps):
+    """Peak resident memory (MB) of a ConvLSTM training run of `steps` steps on a clips file
+    of 40 MB and on one of 4 GB (64x64 uint8, 20 frames, memory-mapped): what the file's size
+    adds."""
+    block = np.random.default_rng(0).integers(0, 256, (100, 20, 64, 64), dtype=np.uint8)
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, clips in (("file_40mb", 500), ("file_4gb", 50_000)):
+            path = os.path.join(tmp, f"{name}.npy")
+            stored = np.lib.format.open_memmap(path, "w+", np.uint8, (clips, 20, 64, 64))
+            for start in range(0, clips, len(block)):
+                stored[start : start + len(block)] = block
+            stored.flush()
+            del stored
+            report[f"peak_rss_mb_{name}"] = bench_memory("main_conv_lstm.py", steps,
+                                                         "--data", path)
+            os.remove(path)
+    return report
 
 
 def bench_training(config, repeats):
@@ -164,13 +184,13 @@ finally:
 """
 
 
-def bench_memory(script, steps):
+def bench_memory(script, steps, *flags):
     """Peak resident memory (MB) of a training run of `steps` steps in a process of its own
     (`script` relative to the repository root, or absolute), into a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run(
             [sys.executable, "-c", PROBE, os.path.join(ROOT, script), "--train_dir", tmp,
-             "--max_step", str(steps), "--save_every", str(steps)],
+             "--max_step", str(steps), "--save_every", str(steps), *flags],
             capture_output=True, text=True, cwd=ROOT,
         )
     if run.returncode != 0:
@@ -245,6 +265,9 @@ def main(argv=None):
             say(f"{name} peak memory of a {args.memory_steps}-step training run")
             mb = bench_memory(SCRIPTS[name], args.memory_steps)
             report.setdefault(name, {})["peak_rss_mb"] = mb
+    if "data_memory" in parts:
+        say(f"ConvLSTM peak memory of a {args.memory_steps}-step run on a 40 MB and a 4 GB file")
+        report["data_memory"] = bench_data_memory(args.memory_steps)
     if "cells" in parts:
         say("our cell vs keras.layers.ConvLSTM2D")
         report["cells"] = bench_cells(max(2, args.repeats // 5))

@@ -1,8 +1,9 @@
 """The user's own clips from a NumPy file: the training data beside the simulator's.
 
 A file holds clips `(N, T, H, W)` (one channel) or `(N, T, H, W, C)` with C = 1 or 3, uint8
-(0-255, divided by 255 when read) or floats in [0, 1]: a `.npy`, memory-mapped, or an `.npz`
-of exactly one array, read whole; nothing is ever unpickled. With `time_major` it is stored
+(0-255, divided by 255 when read) or floats in [0, 1]: a `.npy`, never read whole (memory-
+mapped for its shape, its frames read as needed), or an `.npz` of exactly one array, read
+whole; nothing is ever unpickled. With `time_major` it is stored
 time first, `(T, N, H, W[, C])` (Moving MNIST's `mnist_test_seq.npy`: 20 x 10000 x 64 x 64),
 and read through that layout as it lies. Each bad file is one `UsageError` line.
 
@@ -39,6 +40,7 @@ class Clips:
         self.path, self.time_major = path, time_major
         self._array = array  # as stored: (N, T, H, W[, C]) or (T, N, H, W[, C])
         self._offset = offset  # where a .npy's data begins; None for an .npz's in-memory array
+        self._fd = None if offset is None else os.open(path, os.O_RDONLY)
         self._fingerprint = None
 
     @property
@@ -64,11 +66,24 @@ class Clips:
         `(B, length, H, W, C)` in [0, 1]."""
         clip = np.asarray(clip_indices)[:, None]
         time = np.asarray(starts)[:, None] + np.arange(length)  # (B, length)
-        frames = self._array[time, clip] if self.time_major else self._array[clip, time]
+        index = np.broadcast_arrays(*((time, clip) if self.time_major else (clip, time)))
+        if self._offset is None:
+            frames = self._array[tuple(index)]
+        else:
+            frames = self._read(np.ravel_multi_index(index, self._array.shape[:2]))
         frames = frames.reshape(*time.shape, *self.frame_shape)
         if frames.dtype == np.uint8:
             return np.divide(frames, np.float32(255), dtype=np.float32)
         return frames.astype(np.float32, copy=False)
+
+    def _read(self, positions):
+        """The stored frames at flat `positions` of the first two axes, by plain reads: frames
+        read through the memory map would stay in this process's resident memory, up to the
+        whole file (`bench/benchmark.py --parts data_memory`)."""
+        size = int(np.prod(self._array.shape[2:])) * self._array.dtype.itemsize
+        data = b"".join(os.pread(self._fd, size, self._offset + int(p) * size)
+                        for p in positions.ravel())
+        return np.frombuffer(data, self._array.dtype).reshape(*positions.shape, -1)
 
     def verify(self):
         """The content fingerprint, a SHA-256 hex digest of the dtype, the stored shape and order,
@@ -118,7 +133,7 @@ class Clips:
 
 
 def open_clips(path, time_major=False, seq_length=2):
-    """Open a `.npy` (memory-mapped) or an `.npz` of one array of clips whose T is at least
+    """Open a `.npy` (never read whole) or an `.npz` of one array of clips whose T is at least
     `seq_length`. Raises `UsageError`, one line naming `path` and the problem."""
     if _magic(path) == b"\x93NUMPY":
         shape, dtype, offset = _npy_header(path)
@@ -201,10 +216,12 @@ def _npy_header(path):
             major, _ = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if major == 1 else \
                 np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f)
+            shape, fortran, dtype = read(f)
         except ValueError as error:
             raise UsageError(f"{path}: unreadable .npy header ({first_line(error)})") from None
         offset = f.tell()
+    if fortran:
+        raise UsageError(f"{path} is stored in Fortran order; save np.ascontiguousarray(clips)")
     need, have = int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path) - offset
     if not dtype.hasobject and have < need:
         raise UsageError(f"{path} is truncated: its header says {need:,} bytes of data, it has "
