@@ -1,12 +1,12 @@
 """Reconstruction error against prediction step, ConvLSTM vs conv, over random sequences.
 
-Both models see the same simulated clips, in two alignments of step 0 (`model/evaluation.py`
-says which frames each gets and predicts): ours, where both predict frame 5 + k, and the 2016
-video graphs', where the ConvLSTM predicts frame 6 + k and the conv model frame 1 + k.
-Writes `<out>.csv`, `<out>.png` (the 2016 alignment beside the original's figure, ours beside
-it), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder of `--out`: by default
-`results/` in this repository, so the committed `figs/` change only when `--out` names them.
-Default folders are this repository's, from any working folder.
+Both models see the same clips, in two alignments of step 0 (`model/evaluation.py` says which
+frames each gets and predicts): ours, where both predict frame 5 + k, and the 2016 video
+graphs', where the ConvLSTM predicts frame 6 + k and the conv model frame 1 + k. The clips are
+simulated bouncing balls, or with --data the clips both runs held out of training.
+Writes `<out>.csv`, `<out>.png` (the 2016 alignment, beside the original's figure on the
+bouncing balls, and ours), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder
+of `--out`: by default `results/` in this repository.
 """
 
 import os

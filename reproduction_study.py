@@ -2,22 +2,16 @@
 and where the original's figure falls.
 
 Evaluates every seed pair (ConvLSTM and conv trained with the same `--seed`) at every milestone
-found under `--study_dir` (`<model>/seed<k>/ckpt-<step>/`) on the same clips, in both
-alignments of step 0 (`model/evaluation.py`), and with the 2016 author's evaluation habits as
-variants:
+under `--study_dir` (`<model>/seed<k>/ckpt-<step>/`) on the same clips, in both alignments of
+step 0 (`model/evaluation.py`), and with the 2016 author's evaluation habits as variants:
   clean            the error of the raw prediction (as `create_graphs.py`)
   clipped          predictions clipped to [0, 1] before the error
   dropout          the true input frames through dropout with keep probability 0.8, as the
                    original's first script fed its video rollout
-  dropout_clipped  both (the dropout variants cost a second evaluation)
-Beside them, the original's two curves read off the pixels of its figure (`read_original`).
-Writes `<out>.csv` (one row per evaluation and prediction step, the original's reading
-included) and `<out>.png`, by default in `results/` (the committed figures: `--out
-figs/reproduction_study`), and prints the README's table and the figures its verdict quotes.
-
-`--train` first trains (or resumes) the study's six runs, one after another, each by its
-training script with `--seed k`; their milestones are copied into `--study_dir` after each run.
-A run whose training folder is gone resumes from its newest milestone there.
+  dropout_clipped  both
+Prints the README's table and the figures its verdict quotes; writes `<out>.csv` (one row per
+evaluation and prediction step, the original's curves read off its figure included) and
+`<out>.png`. `--train` first trains (or resumes) the study's six runs.
 """
 
 import itertools
@@ -33,7 +27,7 @@ import numpy as np
 
 from model import checkpoint, runtime
 from model.cli import REPO, Parser, UsageError, out_prefix, progress, run_script
-from model.evaluation import MODELS, add_flags, check_flags, evaluate, load_checkpoint
+from model.evaluation import LABELS, MODELS, add_flags, check_flags, evaluate, load_checkpoint
 from model.files import write_all
 
 ORIGINAL = os.path.join(REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -59,19 +53,16 @@ EDGE = 2  # columns at the frame's left edge, inside the axis line's grey antial
 
 
 def read_original(path=ORIGINAL):
-    """`{"conv_lstm", "conv"}` -> `(24,)`: each line's height at prediction steps 0..23, in the
-    figure's units (one pixel is 625). A line's height in a pixel column is the mean row of its
-    pixels weighted by how strongly they carry its colour (blue: B - R; green: G - R, R and B
-    alike), read in the two columns either side of the step and interpolated; NaN where the
-    legend hides it. Step 0 is on the frame's edge, under the axis line's grey antialiasing and
-    the other line (read there, the ConvLSTM's came out 6 % high): it extends the straight first
-    segment, fitted to its columns past `EDGE` where the line shows in full."""
+    """`{"conv_lstm", "conv"}` -> `(24,)`: each line's height at prediction steps 0..23 in the
+    figure's units, NaN where the legend hides it: per pixel column the mean row of the pixels
+    weighted by how strongly they carry the line's colour, interpolated between the two columns
+    either side of a step. Step 0, on the frame's edge under the axis line and the other line
+    (read there, the ConvLSTM's came out 6 % high), extends the straight first segment."""
     from PIL import Image
 
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(float)
     r, g, b = np.moveaxis(rgb, -1, 0)
     (x0, x1, x_top), (y0, y1, y_top) = FRAME["x"], FRAME["y"]
-    rows = np.arange(rgb.shape[0])
     seen = np.zeros(rgb.shape[:2])
     seen[y1 + 1:y0] = 1
     seen[LEGEND[2]:LEGEND[3] + 1, LEGEND[0]:LEGEND[1] + 1] = 0
@@ -79,7 +70,7 @@ def read_original(path=ORIGINAL):
     for name, colour in (("conv_lstm", (b - r) * (abs(r - g) < 30)),
                          ("conv", (g - r) * (abs(r - b) < 30))):
         total = (weight := np.clip(colour, 0, None) * seen).sum(axis=0)
-        row = rows @ weight / np.maximum(total, 1e-9)  # per column
+        row = np.arange(len(rgb)) @ weight / np.maximum(total, 1e-9)  # per column
         heights = []
         for x in x0 + np.arange(1, LINE_END + 1) * (x1 - x0) / x_top:
             pair, share = np.array([int(x), int(x) + 1]), x - int(x)
@@ -101,8 +92,7 @@ def find_pairs(study_dir):
         folder = os.path.join(study_dir, name)
         for seed_dir in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             match = re.fullmatch(r"seed(\d+)", seed_dir)
-            runs = checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []
-            for path in runs:
+            for path in checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []:
                 found.setdefault((checkpoint.step_of(path), int(match.group(1))), {})[name] = path
     for (step, seed), paths in sorted(found.items()):
         for name in MODELS.keys() - paths.keys():
@@ -116,60 +106,52 @@ class TrainingFailed(Exception):
 
 
 def train_runs(study_dir):
-    """Train or resume the study's runs (`SEEDS` x both models, 200,000 steps); copy their
-    `MILESTONES` into `study_dir`. Raises `TrainingFailed` naming the first run that fails and
-    the command that resumes it."""
-    for seed in SEEDS:
-        for name, (_, script) in MODELS.items():
-            run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
-            if not checkpoint.list_checkpoints(run) and checkpoint.list_checkpoints(shipped):
-                newest = checkpoint.list_checkpoints(shipped)[-1]
-                shutil.copytree(newest, os.path.join(run, os.path.basename(newest)))
-            print(f"training {name}, seed {seed}, in {run}", flush=True)
-            command = [sys.executable, os.path.join(REPO, script), "--train_dir", run,
-                       "--seed", str(seed), "--keep_every", "10000", "--log_every", "1000"]
-            code = subprocess.call(command)
-            for path in checkpoint.list_checkpoints(run):
-                target = os.path.join(shipped, os.path.basename(path))
-                if checkpoint.step_of(path) in MILESTONES and not os.path.isdir(target):
-                    os.makedirs(shipped, exist_ok=True)
-                    shutil.copytree(path, target + ".tmp", dirs_exist_ok=True)
-                    os.replace(target + ".tmp", target)
-            if code:
-                raise TrainingFailed(f"training {name}, seed {seed}, in {run} failed (exit "
-                                     f"{code}); resume it with: {shlex.join(command)}")
+    """Train or resume each of `SEEDS` x both models by its script, copying its `MILESTONES` into
+    `study_dir`; a run whose training folder is gone resumes from its newest milestone there."""
+    for seed, (name, (_, script)) in itertools.product(SEEDS, MODELS.items()):
+        run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
+        if not checkpoint.list_checkpoints(run) and checkpoint.list_checkpoints(shipped):
+            newest = checkpoint.list_checkpoints(shipped)[-1]
+            shutil.copytree(newest, os.path.join(run, os.path.basename(newest)))
+        print(f"training {name}, seed {seed}, in {run}", flush=True)
+        command = [sys.executable, os.path.join(REPO, script), "--train_dir", run,
+                   "--seed", str(seed), "--keep_every", "10000", "--log_every", "1000"]
+        code = subprocess.call(command)
+        for path in checkpoint.list_checkpoints(run):
+            target = os.path.join(shipped, os.path.basename(path))
+            if checkpoint.step_of(path) in MILESTONES and not os.path.isdir(target):
+                shutil.copytree(path, target)
+        if code:
+            raise TrainingFailed(f"training {name}, seed {seed}, in {run} failed (exit "
+                                 f"{code}); resume it with: {shlex.join(command)}")
 
 
 def run_study(models, args):
     """`{(train_step, seed, variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean
-    errors, for `{(train_step, seed): {model name: model}}`: one evaluation per pair and keep
-    probability."""
+    errors, for `{(train_step, seed): {model name: model}}`."""
     table = {}
-    with progress(total=len(models), desc="study", unit="pair") as bar:
-        for (step, seed), pair in models.items():
-            results = {keep: evaluate(pair, args.num_sequences, args.horizon, args.seed,
-                                      args.batch_size, quality=False, keep_prob=keep)
-                       for keep in (1.0, EVAL_KEEP_PROB)}
-            for variant, (keep, key) in VARIANTS.items():
-                for alignment, suffix in ALIGNMENTS.items():
-                    table[step, seed, variant, alignment] = tuple(
-                        results[keep][name + suffix][key].mean(axis=0) for name in MODELS)
-            bar.update()
+    for (step, seed), pair in progress(iterable=models.items(), desc="study", unit="pair"):
+        results = {keep: evaluate(pair, args.num_sequences, args.horizon, args.seed,
+                                  args.batch_size, quality=False, keep_prob=keep)
+                   for keep in (1.0, EVAL_KEEP_PROB)}
+        for variant, (keep, key) in VARIANTS.items():
+            for alignment, suffix in ALIGNMENTS.items():
+                table[step, seed, variant, alignment] = tuple(
+                    results[keep][name + suffix][key].mean(axis=0) for name in MODELS)
     return table
 
 
 def write_csv(path, table, original):
     """One row per (source, training step, seed, variant, alignment, prediction step)."""
-    lines = ["source,train_step,seed,variant,alignment,pred_step,conv_lstm,conv,ratio"]
     rows = [(("original_2016_pixels", 200_000, "", "figure", "2016"),
              (original["conv_lstm"], original["conv"]))]
     rows += [(("ours", *key), curves) for key, curves in sorted(table.items())]
-    for (source, step, seed, variant, alignment), (lstm, conv) in rows:
-        for k, (a, b) in enumerate(zip(lstm, conv)):
-            lines.append(f"{source},{step},{seed},{variant},{alignment},{k},"
-                         f"{a:.6g},{b:.6g},{b / a:.6g}")
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        print("source,train_step,seed,variant,alignment,pred_step,conv_lstm,conv,ratio", file=f)
+        for (source, step, seed, variant, alignment), (lstm, conv) in rows:
+            for k, (a, b) in enumerate(zip(lstm, conv)):
+                print(f"{source},{step},{seed},{variant},{alignment},{k},"
+                      f"{a:.6g},{b:.6g},{b / a:.6g}", file=f)
 
 
 def errors(table, step, variant="clean", alignment="2016"):
@@ -185,10 +167,14 @@ def ratios(table, step, variant="clean", alignment="2016"):
     return error["conv"] / error["conv_lstm"]
 
 
+def mean_range(values):
+    """The seeds' mean and range of `values`, as the table and the verdict print them."""
+    return f"{values.mean():.2f} ({values.min():.2f}-{values.max():.2f})"
+
+
 def print_table(table, original):
-    """The README's table: the ratio at `TABLE_STEPS`, seed mean and range, for the clean
-    evaluation in the 2016 alignment at every milestone, then the other alignment and the
-    variants at the last milestone."""
+    """The README's table: the ratio at `TABLE_STEPS` for the clean evaluation in the 2016
+    alignment at every milestone, then the other alignment and the variants at the last."""
     last = max(key[0] for key in table)
     rows = [(step, "clean", "2016") for step in sorted({key[0] for key in table})]
     rows += [(last, "clean", "our")] + [(last, variant, "2016") for variant in list(VARIANTS)[1:]]
@@ -199,8 +185,7 @@ def print_table(table, original):
         "hidden" if np.isnan(ratio[k]) else f"{ratio[k]:.2f}" for k in TABLE_STEPS) + " |")
     for step, variant, alignment in rows:
         r = ratios(table, step, variant, alignment)
-        cells = [f"{r[:, k].mean():.2f} ({r[:, k].min():.2f}-{r[:, k].max():.2f})"
-                 for k in TABLE_STEPS if k < r.shape[1]]
+        cells = [mean_range(r[:, k]) for k in TABLE_STEPS if k < r.shape[1]]
         seeds = f"{len(r)} seed{'s' * (len(r) > 1)}"
         print(f"| {step:,} | {variant.replace('_', ' + ')}, {alignment} alignment, {seeds} | "
               + " | ".join(cells) + " |")
@@ -215,9 +200,8 @@ def spans(steps):
 
 def verdict(table, original):
     """Print the figures the README's verdict quotes: per milestone, seed and alignment, the
-    steps where the conv model is level with or ahead of the ConvLSTM; per milestone, evaluation
-    and alignment, the ratio at step 0 and at steps 3-7 (seed mean and range) and the steps 1-20
-    where the seeds' mean ratio is within `NEAR` of the original's; then `seed_spread`."""
+    steps where the conv model is level or ahead; per evaluation, the ratio at step 0 and steps
+    3-7 and the steps 1-20 where it is within `NEAR` of the original's; then `seed_spread`."""
     target = original["conv"] / original["conv_lstm"]
     readable = [k for k in range(1, 21) if not np.isnan(target[k])]
     print("\nprediction steps where the conv model's error is not above the ConvLSTM's, per seed:")
@@ -231,11 +215,10 @@ def verdict(table, original):
           f"({readable[0]}-{readable[-1]}):")
     for step, variant, alignment in sorted({key[:1] + key[2:] for key in table}):
         r = ratios(table, step, variant, alignment)
-        middle, mean = r[:, MIDDLE].mean(axis=1), r.mean(axis=0)
+        mean = r.mean(axis=0)
         near = [k for k in readable if k < len(mean) and abs(mean[k] / target[k] - 1) <= NEAR]
         print(f"  {step:>7,} {variant:>15} {alignment:>4}: 0 {mean[0]:.2f}, 3-7 "
-              f"{middle.mean():.2f} ({middle.min():.2f}-{middle.max():.2f}); "
-              f"{len(near):2d} near: {spans(near)}")
+              f"{mean_range(r[:, MIDDLE].mean(axis=1))}; {len(near):2d} near: {spans(near)}")
     seed_spread(table, max(key[0] for key in table))
 
 
@@ -270,45 +253,42 @@ def plot(path, table, original, caption):
     milestones, seeds = (sorted({key[i] for key in table}) for i in (0, 1))
     colours = dict(zip(milestones, plt.cm.viridis(np.linspace(0, 0.9, len(milestones)))))
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5), dpi=100)
-    target = original["conv"] / original["conv_lstm"]
+    target, last = original["conv"] / original["conv_lstm"], milestones[-1]
 
     def band(ax, values, colour, label, **style):
         k = np.arange(values.shape[1])
         ax.plot(k, values.mean(axis=0), color=colour, label=label, **style)
         ax.fill_between(k, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2)
 
-    def the_original(ax, values):
-        ax.plot(values, "k--o", markersize=3, label="original (its figure's pixels)")
-
-    def describe(ax, title, y, x="future prediction step"):
+    def finish(ax, title, y, original_curve=None, x="future prediction step"):
+        if original_curve is not None:
+            ax.plot(original_curve, "k--o", markersize=3, label="original (its figure's pixels)")
         ax.set_title(textwrap.fill(title, 60), fontsize=10)
         ax.set(xlabel=x, ylabel=y)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
 
     for ax, alignment in zip(axes[0, :2], ALIGNMENTS):
         for step in milestones:
             band(ax, ratios(table, step, alignment=alignment), colours[step], f"{step:,} steps")
-        the_original(ax, target)
-        describe(ax, f"conv / ConvLSTM error, {alignment} alignment, mean of the seeds, "
-                 "their range shaded", "conv error / ConvLSTM error")
-    last = milestones[-1]
+        finish(ax, f"conv / ConvLSTM error, {alignment} alignment, mean of the seeds, their "
+               "range shaded", "conv error / ConvLSTM error", target)
     for variant in VARIANTS:  # a clipped line nearly covers its unclipped one: thin over thick
         thin = variant.endswith("clipped")
         style = dict(ls="--", lw=1, marker="x", markersize=4) if thin else dict(lw=4, alpha=0.5)
-        band(axes[0, 2], ratios(table, last, variant), "tab:red" if "dropout" in variant
-             else "tab:blue", f"{variant.replace('_', ' + ')} ({'thin, x' if thin else 'thick'})",
-             **style)
-    the_original(axes[0, 2], target)
-    describe(axes[0, 2], f"evaluation variants at {last:,} steps, 2016 alignment (clipped to "
-             "[0, 1]: thin with x, nearly on the unclipped)", "conv error / ConvLSTM error")
+        label = f"{variant.replace('_', ' + ')} ({'thin, x' if thin else 'thick'})"
+        colour = "tab:red" if "dropout" in variant else "tab:blue"
+        band(axes[0, 2], ratios(table, last, variant), colour, label, **style)
+    finish(axes[0, 2], f"evaluation variants at {last:,} steps, 2016 alignment (clipped to "
+           "[0, 1]: thin with x, nearly on the unclipped)", "conv error / ConvLSTM error", target)
+    for ax in axes[0]:
+        ax.axhline(1, color="gray", lw=0.8)
     for ax, model in zip(axes[1, :2], MODELS):
         for step in milestones:
             error = errors(table, step)[model]
             band(ax, error / error[:, :1], colours[step], f"{step:,} steps")
-        the_original(ax, original[model] / original[model][0])
-        describe(ax, f"{'ConvLSTM' if model == 'conv_lstm' else 'conv'}: error over its own "
-                 "step 0, 2016 alignment", "error / its error at step 0")
-    for ax in axes[0]:
-        ax.axhline(1, color="gray", lw=0.8)
+        finish(ax, f"{LABELS[model]}: error over its own step 0, 2016 alignment",
+               "error / its error at step 0", original[model] / original[model][0])
     ax = axes[1, 2]
     for seed in seeds:
         for variant, style in (("clean", "o-"), ("dropout", "s--")):
@@ -320,20 +300,15 @@ def plot(path, table, original, caption):
     ax.axhspan(middle * (1 - NEAR), middle * (1 + NEAR), color="gray", alpha=0.2,
                label=f"original +-{NEAR:.0%}")
     ax.set_xscale("log")
-    describe(ax, "conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment",
-             "conv error / ConvLSTM error, mean of steps 3-7", "training steps")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    finish(ax, "conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment",
+           "conv error / ConvLSTM error, mean of steps 3-7", x="training steps")
     fig.suptitle(textwrap.fill(f"Reproduction study: seed pairs {', '.join(map(str, seeds))} "
                                "at each training length (where trained), against the original's "
                                "figure", 140), fontsize=12)
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     fig.tight_layout()
-    try:
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    fig.savefig(path, format="png")
+    plt.close(fig)
 
 
 def parse_flags(argv=None):

@@ -104,7 +104,8 @@ def bench_training(config, repeats):
 
     from model.train_step import (compiled, default_chains, dispatching_ahead,
                                   losses_of, make_train_step)
-    from model.training import VIDEO_FRAMES, batch_at, batches, build
+    from model.data import VIDEO_FRAMES, batch_at, batches
+    from model.training import build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)

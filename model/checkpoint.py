@@ -141,11 +141,28 @@ def set_aside(path):
     return aside
 
 
-def holds_run(folder):
-    """Whether `folder` holds a checkpoint of ours (one set aside as damaged counts too)."""
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return any(os.path.isfile(os.path.join(folder, n, "state.json"))
-               for n in names if PATTERN.match(n) or DAMAGED.match(n))
+def remove_run(train_dir, others):
+    """Remove what runs of ours wrote in `train_dir`, where it holds a checkpoint of ours (one
+    set aside as damaged counts too): checkpoints, damaged ones and, in each subfolder of
+    `others` (`{name: pattern}`), the files the pattern matches, and the subfolder where that
+    empties it. Anything else stays. Returns how many were removed; raises `CannotWrite`."""
+    names = os.listdir(train_dir) if os.path.isdir(train_dir) else []
+    if not any(os.path.isfile(os.path.join(train_dir, n, "state.json"))
+               for n in names if PATTERN.match(n) or DAMAGED.match(n)):
+        return 0
+    removed = 0
+    for sub, pattern in [("", PATTERN), ("", DAMAGED), *others.items()]:
+        folder = os.path.join(train_dir, sub)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name)
+            if pattern.match(name):
+                with writing(path):
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed += 1
+        if sub in others:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty
+    return removed
 
 
 def read_state(path):

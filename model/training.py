@@ -6,19 +6,16 @@
 import contextlib
 import dataclasses
 import os
-import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from model import checkpoint, cli, files, runtime
 from model.cli import UsageError
+from model.data import BALL_FRAME, batches, frame_shape, open_data, video_clip
 from systems import bouncing_balls
 
-VIDEO_FRAMES = 50  # length of the rollout videos, true context included
-BALL_FRAME = (32, 32, 3)  # the simulator's frames
 
 
 def _flag(default, text, **metadata):
@@ -131,21 +128,6 @@ def _check_memory(config, clips):
                              f"{available / 1e9:.1f} GB available")
 
 
-def open_data(config):
-    """The clips file of `--data` (`systems.clip_file.Clips`), or `None` for the simulator."""
-    if config.data is None:
-        return None
-    from systems import clip_file
-
-    clips = clip_file.open_clips(config.data, config.time_major, config.seq_length)
-    clips.verify()  # every value, once, before anything is written
-    return clips
-
-
-def frame_shape(clips):
-    return BALL_FRAME if clips is None else clips.frame_shape
-
-
 def build(config, frame=BALL_FRAME):
     """The predictor and its Adam optimiser, weights initialised from `config.seed`."""
     import keras
@@ -158,48 +140,6 @@ def build(config, frame=BALL_FRAME):
     optimizer = keras.optimizers.Adam(config.lr, epsilon=1e-8)  # TensorFlow 1's epsilon
     optimizer.build(model.trainable_variables)
     return model, optimizer
-
-
-def batch_at(config, step, clips=None):
-    """The training clips of `step`: a pure function of (seed, step), so a resumed run sees
-    exactly the data an uninterrupted one would have."""
-    rng = np.random.default_rng([config.seed, step])
-    if clips is not None:
-        from systems import clip_file
-
-        return clip_file.training_batch(clips, rng, config.batch_size, config.seq_length,
-                                        config.holdout)
-    return bouncing_balls.generate(config.batch_size, config.seq_length,
-                                   num_balls=config.num_balls, friction=config.friction, rng=rng)
-
-
-def batches(config, step, clips=None):
-    """The training clips of steps `step, step + 1, ...` as backend tensors, each made in a
-    background thread while the caller trains on the one before."""
-    from keras import ops
-
-    def prepare(step):
-        return ops.convert_to_tensor(batch_at(config, step, clips))
-
-    with ThreadPoolExecutor(1) as pool:
-        upcoming = pool.submit(prepare, step)
-        while True:
-            clip = upcoming.result()
-            step += 1
-            upcoming = pool.submit(prepare, step)
-            yield clip
-
-
-def video_clip(config, clips=None):
-    """`(1, T, H, W, C)`: the clip every video of a run shows, so videos compare across steps:
-    a fixed simulated one of `VIDEO_FRAMES`, or the first held-out clip of --data."""
-    if clips is not None:
-        from systems import clip_file
-
-        return clip_file.held_out_clips(clips, config.holdout, count=1)
-    rng = np.random.default_rng([config.seed, 2**32 - 1])
-    return bouncing_balls.generate(1, VIDEO_FRAMES, num_balls=config.num_balls,
-                                   friction=config.friction, rng=rng)
 
 
 def load(path):
@@ -283,34 +223,6 @@ def _check_same_run(config, saved, clips, saved_clips):
                          "--train_dir")
 
 
-def _start_fresh(train_dir, log):
-    """Remove what runs of ours wrote in `train_dir`, where it holds one: checkpoints (damaged
-    ones too), our videos and event files, and `videos/` and `events/` where that empties them.
-    Anything else stays. Raises `files.CannotWrite`."""
-    from model.video import VIDEO_NAME
-    from model.events import EVENTS_NAME
-
-    if not checkpoint.holds_run(train_dir):
-        log(f"--fresh: {train_dir} holds no run of ours; nothing removed")
-        return
-    ours = {"": (checkpoint.PATTERN, checkpoint.DAMAGED), "videos": (VIDEO_NAME,),
-            "events": (EVENTS_NAME,)}
-    removed = 0
-    for sub, patterns in ours.items():
-        folder = os.path.join(train_dir, sub)
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            path = os.path.join(folder, name)
-            if any(pattern.match(name) for pattern in patterns):
-                with files.writing(path):
-                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-                removed += 1
-    for sub in ("videos", "events"):
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(train_dir, sub))  # only if empty
-    log(f"--fresh: removed {removed} checkpoints, videos and event files of ours from "
-        f"{train_dir}")
-
-
 class NonFiniteLoss(Exception):
     pass
 
@@ -333,11 +245,14 @@ def train(config, clips=None, log=print):
 
 def _train(config, clips, log):
     from model import video
-    from model.events import Events
+    from model.events import EVENTS_NAME, Events
     from model.train_step import compiled, dispatching_ahead, losses_of, make_train_step
 
     if config.fresh:
-        _start_fresh(config.train_dir, log)
+        removed = checkpoint.remove_run(config.train_dir, {"videos": video.VIDEO_NAME,
+                                                           "events": EVENTS_NAME})
+        log(f"--fresh: removed {removed} checkpoints, videos and event files of ours from "
+            f"{config.train_dir}")
     for folder in (config.train_dir, os.path.join(config.train_dir, "videos")):
         files.remove_leftovers(folder, (checkpoint.TEMPORARY, files.TEMPORARY))
     step, model, optimizer = _resume(config, clips, log)

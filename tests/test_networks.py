@@ -6,7 +6,8 @@ import pytest
 
 from model.networks import ConvLSTMPredictor, ConvPredictor, l2_loss
 from model.train_step import make_train_step
-from model.training import CONV, CONV_LSTM, batch_at, build
+from model.data import batch_at
+from model.training import CONV, CONV_LSTM, build
 
 # encoder 224 + 584 + 584 + 36, decoder 40 + 584 + 584 + 219, cell 3*3*8*16 + 16
 PARAMS = {"conv": 1428 + 1427, "conv_lstm": 1428 + 1427 + 1168}

@@ -10,7 +10,8 @@ import pytest
 import create_graphs
 from model import checkpoint, evaluation
 from model.train_step import make_train_step
-from model.training import CONV, CONV_LSTM, batch_at, build, main, open_data
+from model.data import batch_at, open_data
+from model.training import CONV, CONV_LSTM, build, main
 from tests.helpers import error_lines, probe
 from tests.test_clip_file import BAD, save, squares
 

@@ -15,7 +15,8 @@ import pytest
 
 from model import checkpoint, training
 from model.train_step import make_train_step
-from model.training import CONV, CONV_LSTM, batch_at, build
+from model.data import batch_at
+from model.training import CONV, CONV_LSTM, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"main_conv_lstm.py": CONV_LSTM, "main_conv.py": CONV}

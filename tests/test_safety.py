@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import create_graphs
-from model import checkpoint, training
+from model import checkpoint, training, video
 from model.networks import ConvLSTMPredictor
 from model.cli import REPO
 from model.training import CONV, CONV_LSTM, main
@@ -72,8 +72,7 @@ def test_fresh_removes_only_what_runs_of_ours_wrote(finished, tmp_path, capsys):
     for name, data in FOREIGN.items():
         (home / name).parent.mkdir(parents=True, exist_ok=True)
         (home / name).write_bytes(data)
-    training._start_fresh(str(home), print)  # no run of ours there
-    assert capsys.readouterr().out == f"--fresh: {home} holds no run of ours; nothing removed\n"
+    assert checkpoint.remove_run(str(home), {"videos": video.VIDEO_NAME}) == 0  # no run of ours
     assert files(home) == FOREIGN
     shutil.copytree(finished, home, dirs_exist_ok=True)  # now it holds one, a damaged one too
     shutil.copytree(home / "ckpt-0000002", home / "ckpt-0000001.damaged")

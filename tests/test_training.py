@@ -14,8 +14,8 @@ import pytest
 
 from model import checkpoint, files
 from model.train_step import dispatching_ahead, losses_of, make_train_step
-from model.training import (CONV, CONV_LSTM, UsageError, batch_at, batches, build, main,
-                            parse_flags, train)
+from model.data import batch_at, batches
+from model.training import CONV, CONV_LSTM, UsageError, build, main, parse_flags, train
 from tests.helpers import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,7 +17,8 @@ def test_side_by_side_layout():
 def test_captions_are_readable_and_name_the_frame_and_the_training_step(tmp_path, monkeypatch):
     import dataclasses
 
-    from model.training import CONV_LSTM, video_clip
+    from model.data import video_clip
+    from model.training import CONV_LSTM
 
     seen, side_by_side = {}, video.side_by_side
 
