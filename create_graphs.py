@@ -19,6 +19,7 @@ import numpy as np
 from model import checkpoint, cli, evaluation, files, runtime
 from model.evaluation import (ALIGNMENTS, LABELS, MODELS, SERIES, eval_clips, evaluate,
                               load_run, mean_and_ci95)
+from model.training import CONV
 
 ORIGINAL = os.path.join(cli.REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
 GIF_SEQUENCES, GIF_SIDE, GIF_GAP, GIF_BAND = 3, 160, 8, 24  # rows; px a panel, between, text
@@ -40,18 +41,13 @@ def parse_flags(argv=None):
     add("--pretrained_dir", default=os.path.join(cli.REPO, "checkpoints", "pretrained"),
         help="shipped weights, used where a training folder holds no checkpoint "
              "(default: %(default)s)")
-    add("--data", help="evaluate on the held-out clips of this file, which both models were "
-                       "trained on (main_conv_lstm.py --data); default: the bouncing balls")
-    add("--time_major", action="store_true", help="--data is stored time first")
+    cli.add_fields(parser, CONV, only=("data", "time_major"))
     add("--out", default=DEFAULT_OUT, help="output prefix, or a folder: .csv, .png, "
         "_psnr_ssim.png, .json; rollouts.gif goes into its folder (default: %(default)s; the "
         "committed figures: --out figs/conv_lstm_vs_conv)")
     args = parser.parse_args(argv)
     evaluation.check_flags(args)
-    for name in MODELS:
-        step = getattr(args, f"{name}_step")
-        if step is not None and step < 0:
-            raise cli.UsageError(f"--{name}_step must be a step, got {step}")
+    cli.check_positive({f"{n}_step": getattr(args, f"{n}_step") or 0 for n in MODELS}, 0)
     args.out = cli.out_prefix(args.out, os.path.basename(DEFAULT_OUT))
     return args
 

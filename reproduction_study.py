@@ -1,18 +1,6 @@
-"""The reproduction study: how far apart the two models are across seeds and training length,
-and where the original's figure falls.
-
-Evaluates every seed pair (ConvLSTM and conv trained with the same `--seed`) at every milestone
-under `--study_dir` (`<model>/seed<k>/ckpt-<step>/`) on the same clips, in both alignments of
-step 0 (`model/evaluation.py`), and with the 2016 author's evaluation habits as variants:
-  clean            the error of the raw prediction (as `create_graphs.py`)
-  clipped          predictions clipped to [0, 1] before the error
-  dropout          the true input frames through dropout with keep probability 0.8, as the
-                   original's first script fed its video rollout
-  dropout_clipped  both
-Prints the README's table and the figures its verdict quotes; writes `<out>.csv` (one row per
-evaluation and prediction step, the original's curves read off its figure included) and
-`<out>.png`. `--train` first trains (or resumes) the study's six runs.
-"""
+"""The reproduction study (the README's "Against the original"): every seed pair at every milestone
+under `--study_dir`, both alignments, clean, clipped to [0, 1] and with input dropout, beside the
+original's figure. Prints the README's table and verdict figures; writes `<out>.csv` and `.png`."""
 
 import itertools
 import os
@@ -43,23 +31,16 @@ MIDDLE = slice(3, 8)  # prediction steps 3-7, where the original's ratio peaks
 SPREAD = slice(5, 11)  # prediction steps 5-10, where the seeds' ConvLSTM errors differ most
 NEAR = 0.25  # "within +-25 % of the original's ratio"
 
-# The original's figure, 800x600 px: the axes' frame runs from x = 0 at column 100 to x = 25 at
-# column 720, and from y = 0 at row 540 to y = 300,000 at row 60 (found from its tick labels
-# and its black frame); its lines are pure blue (ConvLSTM) and green (conv), antialiased on white.
+# The original's figure, 800x600 px, its axes found from its tick labels; its lines blue and green.
 FRAME = {"x": (100, 720, 25.0), "y": (540, 60, 300_000.0)}  # pixel at 0, pixel at top, top value
 LEGEND = (537, 710, 70, 135)  # columns and rows of its legend box, which hides the lines there
-LINE_END = 23
 EDGE = 2  # columns at the frame's left edge, inside the axis line's grey antialiasing
 
 
 def read_original(path=ORIGINAL):
-    """`{"conv_lstm", "conv"}` -> `(24,)`: each line's height at prediction steps 0..23 in the
-    figure's units, NaN where the legend hides it: per pixel column the mean row of the pixels
-    weighted by how strongly they carry the line's colour, interpolated between the two columns
-    either side of a step. Step 0, on the frame's edge under the axis line and the other line
-    (read there, the ConvLSTM's came out 6 % high), extends the straight first segment."""
+    """`{"conv_lstm", "conv"}` -> `(24,)`: each line's colour-weighted mean row at steps 0..23 in
+    figure units, NaN behind the legend; step 0, under the axis line, extends the first segment."""
     from PIL import Image
-
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(float)
     r, g, b = np.moveaxis(rgb, -1, 0)
     (x0, x1, x_top), (y0, y1, y_top) = FRAME["x"], FRAME["y"]
@@ -72,7 +53,7 @@ def read_original(path=ORIGINAL):
         total = (weight := np.clip(colour, 0, None) * seen).sum(axis=0)
         row = np.arange(len(rgb)) @ weight / np.maximum(total, 1e-9)  # per column
         heights = []
-        for x in x0 + np.arange(1, LINE_END + 1) * (x1 - x0) / x_top:
+        for x in x0 + np.arange(1, 24) * (x1 - x0) / x_top:  # steps 1-23
             pair, share = np.array([int(x), int(x) + 1]), x - int(x)
             found = total[pair] > 25  # at least a tenth of a pixel's colour
             heights.append(np.average(row[pair][found], weights=np.array(
@@ -85,14 +66,13 @@ def read_original(path=ORIGINAL):
 
 
 def find_pairs(study_dir):
-    """`{(step, seed): {model: checkpoint path}}` for each milestone both models of a seed have;
-    each milestone without its partner is named in a warning line."""
+    """`{(step, seed): {model: checkpoint path}}` where both models have it; warns of the rest."""
     found = {}
     for name in MODELS:
         folder = os.path.join(study_dir, name)
-        for seed_dir in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            match = re.fullmatch(r"seed(\d+)", seed_dir)
-            for path in checkpoint.list_checkpoints(os.path.join(folder, seed_dir)) if match else []:
+        for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            match = re.fullmatch(r"seed(\d+)", entry)
+            for path in checkpoint.list_checkpoints(os.path.join(folder, entry)) if match else []:
                 found.setdefault((checkpoint.step_of(path), int(match.group(1))), {})[name] = path
     for (step, seed), paths in sorted(found.items()):
         for name in MODELS.keys() - paths.keys():
@@ -101,18 +81,13 @@ def find_pairs(study_dir):
     return {key: paths for key, paths in sorted(found.items()) if len(paths) == len(MODELS)}
 
 
-class TrainingFailed(Exception):
-    """A training run of `--train` that exited with an error."""
-
-
 def train_runs(study_dir):
-    """Train or resume each of `SEEDS` x both models by its script, copying its `MILESTONES` into
+    """Train or resume the six runs one after another, copying their `MILESTONES` into
     `study_dir`; a run whose training folder is gone resumes from its newest milestone there."""
     for seed, (name, (_, script)) in itertools.product(SEEDS, MODELS.items()):
         run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
-        if not checkpoint.list_checkpoints(run) and checkpoint.list_checkpoints(shipped):
-            newest = checkpoint.list_checkpoints(shipped)[-1]
-            shutil.copytree(newest, os.path.join(run, os.path.basename(newest)))
+        if not checkpoint.list_checkpoints(run) and (kept := checkpoint.list_checkpoints(shipped)):
+            _copy(kept[-1], os.path.join(run, os.path.basename(kept[-1])))
         print(f"training {name}, seed {seed}, in {run}", flush=True)
         command = [sys.executable, os.path.join(REPO, script), "--train_dir", run,
                    "--seed", str(seed), "--keep_every", "10000", "--log_every", "1000"]
@@ -120,20 +95,24 @@ def train_runs(study_dir):
         for path in checkpoint.list_checkpoints(run):
             target = os.path.join(shipped, os.path.basename(path))
             if checkpoint.step_of(path) in MILESTONES and not os.path.isdir(target):
-                shutil.copytree(path, target)
+                _copy(path, target)
         if code:
-            raise TrainingFailed(f"training {name}, seed {seed}, in {run} failed (exit "
-                                 f"{code}); resume it with: {shlex.join(command)}")
+            raise ChildProcessError(f"training {name}, seed {seed}, in {run} failed (exit {code}); "
+                                    f"resume it with: {shlex.join(command)}")
+
+
+def _copy(checkpoint_dir, target):
+    """Copy a checkpoint folder so that `target` appears whole or not at all."""
+    shutil.copytree(checkpoint_dir, target + ".tmp", dirs_exist_ok=True)
+    os.replace(target + ".tmp", target)
 
 
 def run_study(models, args):
-    """`{(train_step, seed, variant, alignment): (conv_lstm, conv)}`, each `(horizon,)` mean
-    errors, for `{(train_step, seed): {model name: model}}`."""
+    """`{(step, seed): models}` -> `{(step, seed, variant, alignment): (conv_lstm, conv)}`."""
     table = {}
     for (step, seed), pair in progress(iterable=models.items(), desc="study", unit="pair"):
-        results = {keep: evaluate(pair, args.num_sequences, args.horizon, args.seed,
-                                  args.batch_size, quality=False, keep_prob=keep)
-                   for keep in (1.0, EVAL_KEEP_PROB)}
+        results = {p: evaluate(pair, args.num_sequences, args.horizon, args.seed, args.batch_size,
+                               quality=False, keep_prob=p) for p in (1.0, EVAL_KEEP_PROB)}
         for variant, (keep, key) in VARIANTS.items():
             for alignment, suffix in ALIGNMENTS.items():
                 table[step, seed, variant, alignment] = tuple(
@@ -148,10 +127,9 @@ def write_csv(path, table, original):
     rows += [(("ours", *key), curves) for key, curves in sorted(table.items())]
     with open(path, "w") as f:
         print("source,train_step,seed,variant,alignment,pred_step,conv_lstm,conv,ratio", file=f)
-        for (source, step, seed, variant, alignment), (lstm, conv) in rows:
+        for key, (lstm, conv) in rows:
             for k, (a, b) in enumerate(zip(lstm, conv)):
-                print(f"{source},{step},{seed},{variant},{alignment},{k},"
-                      f"{a:.6g},{b:.6g},{b / a:.6g}", file=f)
+                print(*key, k, f"{a:.6g}", f"{b:.6g}", f"{b / a:.6g}", sep=",", file=f)
 
 
 def errors(table, step, variant="clean", alignment="2016"):
@@ -173,8 +151,7 @@ def mean_range(values):
 
 
 def print_table(table, original):
-    """The README's table: the ratio at `TABLE_STEPS` for the clean evaluation in the 2016
-    alignment at every milestone, then the other alignment and the variants at the last."""
+    """The README's table: the ratio at `TABLE_STEPS` per milestone, then variants at the last."""
     last = max(key[0] for key in table)
     rows = [(step, "clean", "2016") for step in sorted({key[0] for key in table})]
     rows += [(last, "clean", "our")] + [(last, variant, "2016") for variant in list(VARIANTS)[1:]]
@@ -199,9 +176,7 @@ def spans(steps):
 
 
 def verdict(table, original):
-    """Print the figures the README's verdict quotes: per milestone, seed and alignment, the
-    steps where the conv model is level or ahead; per evaluation, the ratio at step 0 and steps
-    3-7 and the steps 1-20 where it is within `NEAR` of the original's; then `seed_spread`."""
+    """Print the figures the README's verdict quotes, each line saying what it counts."""
     target = original["conv"] / original["conv_lstm"]
     readable = [k for k in range(1, 21) if not np.isnan(target[k])]
     print("\nprediction steps where the conv model's error is not above the ConvLSTM's, per seed:")
@@ -210,26 +185,20 @@ def verdict(table, original):
             level = [k for k in range(1, len(lstm)) if conv[k] <= lstm[k]]
             print(f"  {step:>7,} seed {seed} {alignment:>4}: {spans(level)}")
     print(f"\nper evaluation: the ratio at step 0 (original {target[0]:.2f}) and at steps 3-7 "
-          f"(original {target[MIDDLE].mean():.2f}), seed mean (range); "
-          f"its steps 1-20 within +-{NEAR:.0%} of the original's, of {len(readable)} readable "
-          f"({readable[0]}-{readable[-1]}):")
+          f"(original {target[MIDDLE].mean():.2f}), seed mean (range); its steps 1-20 within "
+          f"+-{NEAR:.0%} of the original's, of {len(readable)} readable ({spans(readable)}):")
     for step, variant, alignment in sorted({key[:1] + key[2:] for key in table}):
         r = ratios(table, step, variant, alignment)
         mean = r.mean(axis=0)
         near = [k for k in readable if k < len(mean) and abs(mean[k] / target[k] - 1) <= NEAR]
         print(f"  {step:>7,} {variant:>15} {alignment:>4}: 0 {mean[0]:.2f}, 3-7 "
               f"{mean_range(r[:, MIDDLE].mean(axis=1))}; {len(near):2d} near: {spans(near)}")
-    seed_spread(table, max(key[0] for key in table))
-
-
-def seed_spread(table, last):
-    """At milestone `last`, with seed labels: each seed's ratio at steps 3-7, whose ConvLSTM error
-    at steps 5-10 is highest and lowest and by how much; how much clipping moves the ratio."""
+    last = max(key[0] for key in table)
     seeds = np.array(sorted({key[1] for key in table if key[0] == last}))
     middle = ratios(table, last)[:, MIDDLE].mean(axis=1)
-    print(f"at {last:,}: the ratio at steps 3-7 per seed: "
-          + ", ".join(f"seed {s} {m:.2f}" for s, m in zip(seeds, middle)))
-    lstm = errors(table, last)["conv_lstm"][:, SPREAD]
+    print(f"at {last:,}: the ratio at steps 3-7 per seed:",
+          ", ".join(f"seed {s} {m:.2f}" for s, m in zip(seeds, middle)))
+    lstm = errors(table, last)["conv_lstm"][:, SPREAD]  # whose is highest and lowest, how much
     high, low = ("/".join(map(str, sorted(set(seeds[pick(lstm, axis=0)]))))
                  for pick in (np.argmax, np.argmin))
     times = lstm.max(axis=0) / lstm.min(axis=0)
@@ -243,10 +212,8 @@ def seed_spread(table, last):
 
 
 def plot(path, table, original, caption):
-    """Ratio vs prediction step per milestone (both alignments), the variants at the last
-    milestone, each model's growth over its step 0, and the middle ratio vs training length."""
+    """The figure: per milestone the ratio and each model's growth; the variants; the 3-7 ratio."""
     import matplotlib
-
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
@@ -260,11 +227,11 @@ def plot(path, table, original, caption):
         ax.plot(k, values.mean(axis=0), color=colour, label=label, **style)
         ax.fill_between(k, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2)
 
-    def finish(ax, title, y, original_curve=None, x="future prediction step"):
+    def finish(ax, title, y, original_curve=None, x="future prediction step", **axis):
         if original_curve is not None:
             ax.plot(original_curve, "k--o", markersize=3, label="original (its figure's pixels)")
         ax.set_title(textwrap.fill(title, 60), fontsize=10)
-        ax.set(xlabel=x, ylabel=y)
+        ax.set(xlabel=x, ylabel=y, **axis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
 
@@ -290,18 +257,16 @@ def plot(path, table, original, caption):
         finish(ax, f"{LABELS[model]}: error over its own step 0, 2016 alignment",
                "error / its error at step 0", original[model] / original[model][0])
     ax = axes[1, 2]
-    for seed in seeds:
-        for variant, style in (("clean", "o-"), ("dropout", "s--")):
-            found = [(s, (c[1] / c[0])[MIDDLE].mean()) for (s, k, v, a), c in sorted(table.items())
-                     if (k, v, a) == (seed, variant, "2016")]
-            ax.plot(*zip(*found), style, color=f"C{seed}", label=f"seed {seed}, {variant}")
+    for seed, (variant, style) in itertools.product(seeds, (("clean", "o-"), ("dropout", "s--"))):
+        found = [(s, (c[1] / c[0])[MIDDLE].mean()) for (s, k, v, a), c in sorted(table.items())
+                 if (k, v, a) == (seed, variant, "2016")]
+        ax.plot(*zip(*found), style, color=f"C{seed}", label=f"seed {seed}, {variant}")
     middle = np.nanmean(target[MIDDLE])
     ax.axhline(middle, color="k", ls="--", label="original")
     ax.axhspan(middle * (1 - NEAR), middle * (1 + NEAR), color="gray", alpha=0.2,
                label=f"original +-{NEAR:.0%}")
-    ax.set_xscale("log")
     finish(ax, "conv / ConvLSTM at prediction steps 3-7 (mean), 2016 alignment",
-           "conv error / ConvLSTM error, mean of steps 3-7", x="training steps")
+           "conv error / ConvLSTM error, mean of steps 3-7", x="training steps", xscale="log")
     fig.suptitle(textwrap.fill(f"Reproduction study: seed pairs {', '.join(map(str, seeds))} "
                                "at each training length (where trained), against the original's "
                                "figure", 140), fontsize=12)
@@ -318,24 +283,19 @@ def parse_flags(argv=None):
     add("--study_dir", default=os.path.join(REPO, "checkpoints", "study"),
         help="folder of <model>/seed<k>/ckpt-<step>/ checkpoints (default: %(default)s)")
     add_flags(parser)
-    add("--train", action="store_true",
-        help="first train or resume the six runs (about 4.5 hours on 2 cores)")
+    add("--train", action="store_true", help="train or resume the six runs first (4.5 h, 2 cores)")
     add("--out", default=os.path.join(REPO, "results", "reproduction_study"),
-        help="output prefix: .csv and .png (default: %(default)s; the committed figures: "
-             "--out figs/reproduction_study)")
+        help="output prefix: .csv and .png (default: %(default)s; the committed ones: --out figs)")
     args = parser.parse_args(argv)
-    check_flags(args, MIDDLE.stop, ": the verdict compares the models at prediction steps "
-                f"3-{MIDDLE.stop - 1}")
+    check_flags(args, MIDDLE.stop, ": the verdict compares the models at prediction steps 3-7")
     args.out = out_prefix(args.out, "reproduction_study")
     return args
 
 
 def main(argv=None):
-    """The exit code: 2 for a bad flag, folder or checkpoint, 1 where training or an output
-    write fails, 130 on Ctrl-C and 143 on SIGTERM, each with one line."""
-    return run_script("reproduction_study.py", lambda: run(argv),
-                      "nothing written; rerun to evaluate (--train resumes)",
-                      failures=(TrainingFailed,))
+    """The exit code, as `run_script` gives it; 1 also where a training run fails."""
+    return run_script("reproduction_study.py", lambda: run(argv), "nothing written; rerun to "
+                      "evaluate (--train resumes)", failures=(ChildProcessError,))
 
 
 def run(argv=None):
@@ -350,8 +310,7 @@ def run(argv=None):
     runtime.setup()
     models = {key: {name: load_checkpoint(name, path)[0] for name, path in paths.items()}
               for key, paths in pairs.items()}  # all, so a damaged one stops the study first
-    print(f"{len(pairs)} seed pairs: " + ", ".join(f"seed {seed} at {step:,}"
-                                                  for step, seed in pairs))
+    print(len(pairs), "seed pairs:", ", ".join(f"seed {seed} at {step:,}" for step, seed in pairs))
     original = read_original()
     table = run_study(models, args)
     print_table(table, original)

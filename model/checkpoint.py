@@ -197,6 +197,16 @@ def restore(path, model, optimizer=None):
     return read_state(path)
 
 
+def weights_of(path, marks, otherwise):
+    """Which model checkpoint `path`'s weights file holds: `marks[layer]` for the first of its
+    layers in `marks`, else `otherwise`; None where it cannot be read."""
+    try:
+        with h5py.File(os.path.join(path, "model.weights.h5"), "r") as f:
+            return next((marks[name] for name in f if name in marks), otherwise)
+    except OSError:
+        return None
+
+
 def _train_state(model, optimizer):
     """What a resumed run needs beyond the weights file."""
     return list(optimizer.variables) + list(model.non_trainable_variables)

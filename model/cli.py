@@ -29,11 +29,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_fields(parser, defaults, skip=()):
-    """A flag per field of the dataclass `defaults`, its help the field's `metadata["help"]`
-    and its default the field's value; booleans are switches."""
+def add_fields(parser, defaults, skip=(), only=None):
+    """A flag per field of the dataclass `defaults` (those in `only`, where given), its help the
+    field's `metadata["help"]` and its default the field's value; booleans are switches."""
     for field in dataclasses.fields(defaults):
-        if field.name in skip:
+        if field.name in skip or (only is not None and field.name not in only):
             continue
         value, text = getattr(defaults, field.name), field.metadata["help"]
         if isinstance(value, bool):

@@ -40,13 +40,13 @@ class TrainConfig:
     log_every: int = _flag(100, "steps between logged losses")
     keep_every: int = _flag(10_000, "also checkpoint at multiples of this step and keep those "
                                     "for good (milestones, about 0.1 MB each); 0: none")
-    data: str = _flag(None, "train on your own clips instead of the simulator: a .npy (or an "
-                            ".npz of one array) of clips (N, T, H, W[, C]), uint8 or floats "
-                            "in [0, 1]; H and W multiples of 4, C 1 or 3", type=str)
+    data: str = _flag(None, "your own clips instead of the simulator's: a .npy (or an .npz of "
+                            "one array) of clips (N, T, H, W[, C]), uint8 or floats in [0, 1], "
+                            "H and W multiples of 4, C 1 or 3; the last --holdout of them are "
+                            "never trained on, for the videos and create_graphs.py", type=str)
     time_major: bool = _flag(False, "--data is stored time first, (T, N, H, W[, C]), as "
                                     "Moving MNIST's mnist_test_seq.npy")
-    holdout: float = _flag(0.1, "with --data: the share of clips, the last by index, held out "
-                                "of training for the videos and create_graphs.py")
+    holdout: float = _flag(0.1, "the share of --data's clips held out, the last by index")
     fresh: bool = _flag(False, "delete what runs of ours wrote in --train_dir (checkpoints, "
                                "videos, event files) and start from step 0")
 
@@ -165,7 +165,14 @@ def load(path):
         raise checkpoint.Damaged(f"state.json: {error}") from None
     shape = state.get("clips", {}).get("shape", (None, None, *BALL_FRAME))
     model, optimizer = build(config, tuple(shape[2:]))
-    checkpoint.restore(path, model, optimizer)
+    try:
+        checkpoint.restore(path, model, optimizer)
+    except checkpoint.Damaged:
+        held = checkpoint.weights_of(path, {"cell": "conv_lstm"}, "conv")
+        if held not in (None, config.model):
+            raise checkpoint.Damaged(f"its model.weights.h5 holds the {held} model's weights, "
+                                     f"not the {config.model} model's its state.json names")
+        raise
     return config, state, model, optimizer
 
 

@@ -1,9 +1,8 @@
 """The user's own clips from a NumPy file: the training data beside the simulator's.
 
-Clips `(N, T, H, W[, C])`, C = 1 or 3, or with `time_major` `(T, N, H, W[, C])` (Moving MNIST's
-20 x 10000 x 64 x 64), uint8 0-255 or float in [0, 1], in a `.npy` (never read whole) or an `.npz`
-of one array; never unpickled. A shape does not always tell the layout, so the other is hinted
-only where it would pass. The last `holdout` fraction of the clips is held out of training.
+Clips `(N, T, H, W[, C])`, C = 1 or 3, or with `time_major` `(T, N, H, W[, C])`, uint8 0-255 or
+float in [0, 1], in a `.npy` (never read whole) or an `.npz` of one array, never unpickled. The
+other layout is hinted only where it would pass: 20 clips of 10000 frames is a fair file too.
 """
 
 import hashlib
@@ -20,14 +19,12 @@ BAR_BYTES = 500 * 2**20  # `Clips.verify` shows a progress bar for data over thi
 
 
 class Clips:
-    """The clips of one file: `shape` is `(N, T, H, W, C)` whatever the layout, `len()` is N,
-    `frame_shape` is `(H, W, C)` and `dtype` the stored dtype's name ("uint8" or a float)."""
+    """The clips of one file, as stored: `shape` is `(N, T, H, W, C)` whatever the layout."""
 
-    def __init__(self, path, array, time_major, offset=None):
+    def __init__(self, path, array, time_major):
         self.path, self.time_major, self.dtype = path, time_major, str(array.dtype)
-        self._array = array  # as stored: (N, T, H, W[, C]) or (T, N, H, W[, C])
-        self._offset = offset  # where a .npy's data begins; None for an .npz's in-memory array
-        self._fd = None if offset is None else os.open(path, os.O_RDONLY)
+        self._array = array  # a .npy's memory map or an .npz's array: (N, T, ...) or (T, N, ...)
+        self._fd = os.open(path, os.O_RDONLY) if isinstance(array, np.memmap) else None
         self._fingerprint = None
         self.frame_shape = (*array.shape[2:4], *(array.shape[4:] or (1,)))  # (H, W, C)
         self.shape = (*(array.shape[1::-1] if time_major else array.shape[:2]), *self.frame_shape)
@@ -41,10 +38,8 @@ class Clips:
         clip = np.asarray(clip_indices)[:, None]
         time = np.asarray(starts)[:, None] + np.arange(length)  # (B, length)
         index = np.broadcast_arrays(*((time, clip) if self.time_major else (clip, time)))
-        if self._offset is None:
-            frames = self._array[tuple(index)]
-        else:
-            frames = self._read(np.ravel_multi_index(index, self._array.shape[:2]))
+        frames = (self._array[tuple(index)] if self._fd is None else
+                  self._read(np.ravel_multi_index(index, self._array.shape[:2])))
         scale = 255 if frames.dtype == np.uint8 else 1
         return np.divide(frames.reshape(*time.shape, *self.frame_shape), scale, dtype=np.float32)
 
@@ -52,7 +47,7 @@ class Clips:
         """The stored frames at flat `positions` of the first two axes, by plain reads: frames
         read through a memory map would stay in this process's resident memory."""
         size = self._array[0, 0].nbytes
-        data = b"".join(os.pread(self._fd, size, self._offset + int(p) * size)
+        data = b"".join(os.pread(self._fd, size, self._array.offset + int(p) * size)
                         for p in positions.ravel())
         return np.frombuffer(data, self._array.dtype).reshape(*positions.shape, -1)
 
@@ -63,17 +58,16 @@ class Clips:
             array, total = self._array, self._array.nbytes
             digest = hashlib.sha256(repr((array.dtype.str, array.shape, np.isfortran(array)))
                                     .encode())
-            data = array.ravel(order="K").view(np.uint8) if self._offset is None else None
+            data = array.ravel(order="K").view(np.uint8) if self._fd is None else None
             with progress(total=total, unit="B", unit_scale=True, desc=f"checking {self.path}",
                           disable=total <= BAR_BYTES) as bar:
                 for start in range(0, total, CHUNK):
-                    size = min(CHUNK, total - start)
-                    chunk = (data[start : start + size] if data is not None else
-                             os.pread(self._fd, size, self._offset + start))
+                    chunk = (data[start : start + CHUNK] if data is not None else
+                             os.pread(self._fd, min(CHUNK, total - start), array.offset + start))
                     digest.update(chunk)
                     if array.dtype.kind == "f":
                         self._check_range(np.frombuffer(chunk, array.dtype))
-                    bar.update(size)
+                    bar.update(len(chunk))
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -92,21 +86,17 @@ class Clips:
 
 
 def open_clips(path, time_major=False, seq_length=2):
-    """Open a `.npy` or an `.npz` of one array of clips whose T is at least `seq_length`.
-    Raises `UsageError`, one line naming `path` and the problem."""
+    """Open the clips of a `.npy` or `.npz`, T at least `seq_length`; raises `UsageError`."""
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    if magic == b"\x93NUMPY":
-        array, offset = _npy(path)
-    elif magic.startswith(b"PK"):  # an .npz is a zip
-        array, offset = _npz_array(path), None
-    else:
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # an .npz is a zip
         raise UsageError(f"{path} is not a NumPy file (.npy or .npz)")
+    array = _npy(path) if magic == b"\x93NUMPY" else _npz_array(path)
     _check(path, array.shape, array.dtype, time_major, seq_length)
-    return Clips(path, array, time_major, offset)
+    return Clips(path, array, time_major)
 
 
 def held_out(n, holdout):
@@ -145,30 +135,27 @@ def frame_size_problem(h, w):
         return None
     down = [max(SIDE_STEP, s // SIDE_STEP * SIDE_STEP) for s in (h, w)]
     up = [max(SIDE_STEP, -(-s // SIDE_STEP) * SIDE_STEP) for s in (h, w)]
-    sizes = " or ".join(dict.fromkeys(f"{a}x{b}" for a, b in (down, up)))
-    return (f"frames of {h}x{w} (H x W), but each side must be a multiple of {SIDE_STEP}: "
-            f"use {sizes}")
+    near = " or ".join(dict.fromkeys(f"{a}x{b}" for a, b in (down, up)))
+    return f"frames of {h}x{w} (H x W), but each side must be a multiple of {SIDE_STEP}: use {near}"
 
 
 def _npy(path):
-    """A `.npy`'s memory map and where its data begin, if whole, C-ordered and of no objects."""
+    """A `.npy`'s memory map, if its data are whole, C-ordered and of no Python objects."""
     with open(path, "rb") as f:
         try:
             major, _ = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if major == 1 else
+                                     np.lib.format.read_array_header_2_0)(f)
         except ValueError as error:
             raise UsageError(f"{path}: unreadable .npy header ({first_line(error)})") from None
-        offset = f.tell()
+        need, have = int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path) - f.tell()
     if dtype.hasobject:
         raise UsageError(f"{path} holds Python objects (a pickled array); save uint8 or floats")
     if fortran:
         raise UsageError(f"{path} is stored in Fortran order; save np.ascontiguousarray(clips)")
-    need, have = int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path) - offset
     if have < need:
         raise UsageError(f"{path} is truncated: {have:,} of its {need:,} bytes of data")
-    return np.load(path, mmap_mode="r", allow_pickle=False), offset
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def _npz_array(path):
@@ -206,4 +193,3 @@ def _count_problem(n, t, seq_length):
         return f"{n} clip{'s' * (n != 1)}, but at least 2 are needed (1 is held out)"
     if t < seq_length:
         return f"clips of {t} frames, fewer than --seq_length {seq_length}"
-    return None

@@ -61,7 +61,7 @@ def _bad_zip(p):
 
 BAD = {  # name: (file name, make it in the given path, open_clips arguments, words of the error)
     "missing": ("none.npy", lambda p: None, {}, "No such file"),
-    "folder": ("dir.npy", lambda p: p.mkdir(), {}, "folder"),
+    "folder": ("dir.npy", lambda p: p.mkdir(), {}, "Is a directory"),
     "text": ("text.npy", _text, {}, "not a NumPy file"),
     "truncated": ("cut.npy", _truncated, {}, "truncated"),
     "header": ("header.npy", _bad_header, {}, "unreadable .npy header"),

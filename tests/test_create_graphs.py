@@ -269,7 +269,7 @@ def test_gif_marks_mixed_weights_in_red():
     (["--seed", "4294967296"], "--seed must be in 0..4294967295"),
     (["--num_sequences", "1"], "--num_sequences must be an integer of at least 2"),
     (["--horizon", "3000"], "--horizon must be at most 200"),
-    (["--conv_step", "-5"], "--conv_step must be a step"),
+    (["--conv_step", "-5"], "--conv_step must be an integer of at least 0"),
 ])
 def test_bad_flags_exit_2_before_loading(tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.setattr(create_graphs, "load_run", _never)
@@ -334,3 +334,13 @@ def test_long_unicode_title_is_wrapped_inside_the_figure_without_warnings(tmp_pa
         warnings.simplefilter("ignore")
         box = fig._suptitle.get_window_extent(FigureCanvasAgg(fig).get_renderer())
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+
+
+def test_the_other_models_weights_file_is_named_in_one_complete_line(tmp_path, capsys):
+    swapped = tmp_path / "ckpt"
+    shutil.copytree(os.path.join(SHIPPED, "conv_lstm"), swapped)
+    shutil.copy(os.path.join(SHIPPED, "conv", "model.weights.h5"), swapped)
+    assert create_graphs.main(["--conv_lstm_dir", str(swapped), "--out", str(tmp_path / "g")]) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"{swapped} does not load (its model.weights.h5 holds the conv model's "
+                         "weights, not the conv_lstm model's its state.json names)"), line
