@@ -72,7 +72,6 @@ def parse_flags(defaults, argv=None, description=None):
     defaults = dataclasses.replace(defaults, train_dir=os.path.join(cli.REPO, defaults.train_dir))
     cli.add_fields(parser, defaults, skip=("model",))
     config = dataclasses.replace(defaults, **vars(parser.parse_args(argv)))
-    runtime.setup()
     check_values(config)
     _check_train_dir(config.train_dir)
     clips = open_data(config)
@@ -82,8 +81,6 @@ def parse_flags(defaults, argv=None, description=None):
 
 def check_values(config):
     """Raise `UsageError` naming the first value of `config` out of its range."""
-    from model.networks import PREDICTORS
-
     cli.check_positive({n: getattr(config, n) for n in (
         "batch_size", "max_step", "seq_length", "save_every", "log_every", "num_balls")})
     cli.check_positive({"keep_every": config.keep_every}, at_least=0)
@@ -98,6 +95,9 @@ def check_values(config):
         raise UsageError(f"--num_balls {config.num_balls} do not fit reliably in the box "
                          f"(at most {bouncing_balls.max_balls()})")
     cli.check_positive({"seq_start": config.seq_start})
+    runtime.setup()  # quietly, before the networks' module imports Keras
+    from model.networks import PREDICTORS
+
     need = config.seq_start + 1 + PREDICTORS[config.model].scored_offset  # a frame to score
     if config.seq_length < need:
         raise UsageError(f"--seq_length {config.seq_length} leaves no frame to learn from: the "
