@@ -61,13 +61,13 @@ def check_flags(args, min_horizon=1, why=""):
         raise UsageError(f"--horizon must be at most {MAX_HORIZON}, got {args.horizon}")
 
 
-def load_checkpoint(name, path, data=None):
-    """`(model, step)`: the `name` predictor stored at checkpoint folder `path`. `data` is the
-    description of the clips it will be evaluated on (`Clips.describe()`; `None`: the
-    simulator). Raises `UsageError`, in one line, where it does not load, holds the other model
-    or was trained on other data."""
+def load_checkpoint(name, path, data=None, loaded=None):
+    """`(model, step)`: the `name` predictor stored at checkpoint folder `path` (`loaded`:
+    `training.load(path)` where already called). `data` is the description of the clips it
+    will be evaluated on (`Clips.describe()`; `None`: the simulator). Raises `UsageError`, in
+    one line, where it does not load, holds the other model or was trained on other data."""
     try:
-        config, state, model, _ = load(path)
+        config, state, model, _ = loaded or load(path)
     except checkpoint.Damaged as error:
         raise UsageError(f"{path} does not load ({error})") from None
     if config.model != name:
@@ -104,8 +104,8 @@ def load_run(name, train_dir, step=None, pretrained_dir=None, data=None, warn=pr
 
         found = load_newest(train_dir, skipped)
         if found is not None:
-            path = found[0]
-        elif data is None and os.path.isfile(os.path.join(pretrained_dir or "", name,
+            return (found[0], *load_checkpoint(name, found[0], data, found[1]))
+        if data is None and os.path.isfile(os.path.join(pretrained_dir or "", name,
                                                           "state.json")):
             path = os.path.join(pretrained_dir, name)
         else:
@@ -190,12 +190,12 @@ def evaluate(models, num_sequences, horizon, seed, batch_size, quality=True, kee
     frame = 3072 if clips is None else np.prod(clips.frame_shape)
     batch_size = max(1, min(batch_size, VALUES_PER_PASS // (horizon * frame)))
     rng, masks = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    first = 0 if clips is None else len(clips) - num_sequences  # the last clips: held out
     results = {series: {} for series in SERIES}
     with cli.progress(total=num_sequences, unit="seq", desc=desc) as bar:
         for start in range(0, num_sequences, batch_size):
             batch = eval_clips(min(batch_size, num_sequences - start), context + 1 + horizon,
-                               rng, clips, start + (0 if clips is None else len(clips)
-                                                    - num_sequences))
+                               rng, clips, first + start)
             inputs = batch[:, :context]
             if keep_prob < 1:
                 inputs = dropped_out(inputs, keep_prob, masks)
