@@ -15,11 +15,13 @@ import textwrap
 import warnings
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint, cli, evaluation, files, runtime
 from model.evaluation import (ALIGNMENTS, LABELS, MODELS, SERIES, eval_clips, evaluate,
                               load_run, mean_and_ci95)
 from model.training import CONV
+from systems import clip_file
 
 ORIGINAL = os.path.join(cli.REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
 GIF_SEQUENCES, GIF_SIDE, GIF_GAP, GIF_BAND = 3, 160, 8, 24  # rows; px a panel, between, text
@@ -52,6 +54,22 @@ def parse_flags(argv=None):
     return args
 
 
+def load_models(args):
+    """`(clips, paths, models, steps)`: the clips of `--data` (`None`: the bouncing balls), every
+    value checked, then each model's checkpoint, keyed by name. Raises `UsageError`."""
+    clips = None
+    if args.data is not None:
+        clips = clip_file.open_clips(args.data, args.time_major, seq_length=7)
+        clips.verify()
+    data = None if clips is None else clips.describe()
+    paths, models, steps = {}, {}, {}
+    for name in MODELS:
+        paths[name], models[name], steps[name] = load_run(
+            name, getattr(args, f"{name}_dir"), getattr(args, f"{name}_step"),
+            args.pretrained_dir, data, warn=_warn)
+    return clips, paths, models, steps
+
+
 def describe_weights(paths, steps, pretrained_dir):
     """`(text, mark)`: which weights at which steps, and where their sources or steps differ
     a short line saying so for the GIF ("" where they do not)."""
@@ -65,22 +83,53 @@ def describe_weights(paths, steps, pretrained_dir):
     return text, mark if mixed else ""
 
 
+def held_out_counts(clips, paths, context, args):
+    """`(num_sequences, horizon)` on a user's clips: the clips both runs held out of training
+    (the last), and the frames after the context, each at most the flag's value."""
+    held = min(clip_file.held_out(len(clips), checkpoint.read_state(p)["config"]["holdout"])
+               for p in paths.values())
+    if held < 2:
+        raise cli.UsageError(f"{args.data} has {held} held-out clip; the intervals need at "
+                             "least 2 (train with a larger --holdout)")
+    return min(args.num_sequences, held), min(args.horizon, clips.shape[1] - context - 1)
+
+
 def summarise(results):
     """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR and SSIM
     in our alignment."""
-    columns = {}
-    for key in ("sse", "psnr", "ssim"):
-        for series in SERIES if key == "sse" else MODELS:
-            name = series if key == "sse" else f"{series}_{key}"
-            columns[name], columns[f"{name}_ci95"] = mean_and_ci95(results[series][key])
-    order = SERIES + [f"{s}_ci95" for s in SERIES]
-    return {c: columns[c] for c in order + [c for c in columns if c not in order]}
+    errors = {s: mean_and_ci95(results[s]["sse"]) for s in SERIES}
+    columns = {s: errors[s][0] for s in SERIES} | {f"{s}_ci95": errors[s][1] for s in SERIES}
+    for key in ("psnr", "ssim"):
+        for name in MODELS:
+            column = f"{name}_{key}"
+            columns[column], columns[column + "_ci95"] = mean_and_ci95(results[name][key])
+    return columns
+
+
+def print_table(columns, horizon):
+    print(f"{'':4}  {'ours: frames 5.. for both':^30}  {'2016: ConvLSTM 6.., conv 1..':^30}")
+    print(f"{'step':>4}" + f"  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}" * 2)
+    for k in range(horizon):
+        row = f"{k:>4}"
+        for alignment in ALIGNMENTS:
+            a, b = columns["conv_lstm" + alignment][k], columns["conv" + alignment][k]
+            row += f"  {a:10.2f}  {b:10.2f}  {b / a:6.2f}"
+        print(row)
 
 
 def write_csv(path, columns):
     table = np.column_stack([np.arange(len(columns["conv"])), *columns.values()])
     np.savetxt(path, table, fmt=["%d"] + ["%.6g"] * len(columns), delimiter=",",
                header=",".join(["step", *columns]), comments="")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _curves(ax, columns, key, alignment, ylabel):
@@ -96,25 +145,14 @@ def _curves(ax, columns, key, alignment, ylabel):
     ax.legend()
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_error(path, columns, title, caption, frame):
     """Ours in the 2016 alignment, then in ours; on the bouncing balls, the original's figure
     first."""
-    import matplotlib.image
-
     balls = frame == (32, 32, 3)
     fig, axes = _pyplot().subplots(1, 2 + balls, figsize=(12 + 6 * balls, 5.2), dpi=100,
                                    width_ratios=(1.3, 1, 1)[1 - balls:])
     if balls:
-        axes[0].imshow(matplotlib.image.imread(ORIGINAL))
+        axes[0].imshow(_pyplot().imread(ORIGINAL))
         axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
                           fontsize=10)
         axes[0].axis("off")
@@ -138,33 +176,29 @@ def _save(fig, path, title, caption):
     title = "\n".join(textwrap.fill(line, width) for line in title.splitlines())
     fig.suptitle(title, fontsize=10, color="red" if "MIXED WEIGHTS" in title else "black")
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
-    try:
-        with warnings.catch_warnings():  # a path's characters the font lacks show as boxes
-            warnings.filterwarnings("ignore", "Glyph .* missing")
-            fig.tight_layout()
-            fig.savefig(path, format="png")
-    finally:
-        _pyplot().close(fig)
+    with warnings.catch_warnings():  # a path's characters the font lacks show as boxes
+        warnings.filterwarnings("ignore", "Glyph .* missing")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    _pyplot().close(fig)
 
 
 def rollout_examples(models, horizon, seed, clips=None):
     """`(GIF_SEQUENCES, 3, horizon, H, W, C)`: truth, ConvLSTM, conv on fixed clips, ours."""
     context = models["conv_lstm"].context
-    count = GIF_SEQUENCES if clips is None else min(GIF_SEQUENCES, len(clips))
-    first = 0 if clips is None else len(clips) - count
-    clips = eval_clips(count, context + 1 + horizon, np.random.default_rng(seed), clips, first)
+    first = 0 if clips is None else len(clips) - GIF_SEQUENCES  # the last: 2 or more held out
+    clips = eval_clips(GIF_SEQUENCES, context + 1 + horizon, np.random.default_rng(seed), clips,
+                       first)
     lstm = models["conv_lstm"].rollout(clips[:, :context], horizon)
     conv = models["conv"].rollout(clips[:, context - 1 : context], horizon)
-    rows = [clips[:, context : context + horizon], lstm, conv]
-    return np.stack([np.asarray(r) for r in rows], axis=1)
+    truth = clips[:, context : context + horizon]
+    return np.stack([truth, np.asarray(lstm), np.asarray(conv)], axis=1)
 
 
 def gif_frames(examples, context, mark=""):
     """`(horizon, H', W', 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, each
     frame scaled up to about `GIF_SIDE` pixels, with column titles and a step counter drawn in;
     a `mark` (mixed weights) in red in a band of its own below."""
-    from PIL import Image, ImageDraw, ImageFont
-
     scale = max(1, GIF_SIDE // examples.shape[-3])
     pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, H, W, C)
     pixels = np.repeat(pixels, 3 // pixels.shape[-1], axis=-1)  # gray as RGB
@@ -192,58 +226,10 @@ def gif_frames(examples, context, mark=""):
 
 
 def write_gif(path, frames):
-    from PIL import Image
-
     images = [Image.fromarray(f) for f in frames]
     durations = [GIF_MS] * (len(images) - 1) + [4 * GIF_MS]  # hold the last frame
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
                    duration=durations, loop=0)
-
-
-def print_table(columns, horizon):
-    print(f"{'':4}  {'ours: frames 5.. for both':^30}  {'2016: ConvLSTM 6.., conv 1..':^30}")
-    print(f"{'step':>4}" + f"  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}" * 2)
-    for k in range(horizon):
-        row = f"{k:>4}"
-        for alignment in ALIGNMENTS:
-            a, b = columns["conv_lstm" + alignment][k], columns["conv" + alignment][k]
-            row += f"  {a:10.2f}  {b:10.2f}  {b / a:6.2f}"
-        print(row)
-
-
-def open_data(args):
-    """The clips of `--data` (`None`: the bouncing balls), every value checked. Raises
-    `UsageError`."""
-    if args.data is None:
-        return None
-    from systems import clip_file
-
-    clips = clip_file.open_clips(args.data, args.time_major, seq_length=7)
-    clips.verify()
-    return clips
-
-
-def held_out_counts(clips, paths, models, args):
-    """`(num_sequences, horizon)` on a user's clips: the clips that both runs held out of
-    training (the last ones), and as many frames as they have after the context, each at most
-    the flag's value. Raises `UsageError`."""
-    from systems import clip_file
-
-    held = min(clip_file.held_out(len(clips), checkpoint.read_state(p)["config"]["holdout"])
-               for p in paths.values())
-    if held < 2:
-        raise cli.UsageError(f"{args.data} has {held} held-out clip; the intervals need at "
-                             "least 2 (train with a larger --holdout)")
-    frames = clips.shape[1] - models["conv_lstm"].context - 1
-    return min(args.num_sequences, held), min(args.horizon, frames)
-
-
-def load_models(args, clips):
-    """`(paths, models, steps)`, each keyed by model name. Raises `UsageError`."""
-    data = None if clips is None else clips.describe()
-    loaded = {n: load_run(n, getattr(args, f"{n}_dir"), getattr(args, f"{n}_step"),
-                          args.pretrained_dir, data, warn=_warn) for n in MODELS}
-    return tuple({n: run[i] for n, run in loaded.items()} for i in range(3))
 
 
 def _warn(message):
@@ -258,19 +244,18 @@ def main(argv=None):
 def run(argv=None):
     args = parse_flags(argv)
     runtime.setup()
-    clips = open_data(args)
-    num_sequences, horizon = args.num_sequences, args.horizon
-    paths, models, steps = load_models(args, clips)
+    clips, paths, models, steps = load_models(args)
+    context = models["conv_lstm"].context
     weights, mark = describe_weights(paths, steps, args.pretrained_dir)
     print(f"weights: {weights}")
     if mark:
         _warn(f"warning: the models' weights differ in source or steps: {weights}")
+    num_sequences, horizon = args.num_sequences, args.horizon
     if clips is not None:
-        num_sequences, horizon = held_out_counts(clips, paths, models, args)
+        num_sequences, horizon = held_out_counts(clips, paths, context, args)
     results = evaluate(models, num_sequences, horizon, args.seed, args.batch_size, clips=clips)
     columns = summarise(results)
     print_table(columns, horizon)
-    context = models["conv_lstm"].context
     frames = gif_frames(rollout_examples(models, horizon, args.seed, clips), context, mark)
     title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
     source = "bouncing balls" if clips is None else f"held-out clips of {args.data}"

@@ -4,7 +4,6 @@ Prints a table and writes bench/results/<backend>.json; bench/README.md says wha
 means. Figures that are compared are timed in turn, in this process. Run it on an otherwise idle
 machine: `python bench/benchmark.py`, or `KERAS_BACKEND=jax python bench/benchmark.py`."""
 
-import argparse
 import contextlib
 import os
 import subprocess
@@ -23,7 +22,6 @@ from systems import bouncing_balls  # noqa: E402
 PARTS = ("simulator", "data", "training", "cells", "memory", "data_memory")
 CELLS = ((4, 8), (32, 32))  # (filters, side): our models' cell, and a large one
 CELL_SECONDS = 60  # a cell comparison stops repeating after this long (JAX's CPU: ~30 s a step)
-SCRIPTS = {"conv_lstm": "main_conv_lstm.py", "conv": "main_conv.py"}
 
 
 def stats(seconds):
@@ -75,9 +73,8 @@ def bench_data(repeats):
 
 
 def bench_data_memory(steps):
-    """Peak resident memory (MB) of a ConvLSTM training run of `steps` steps on a clips file
-    of 40 MB and on one of 4 GB (64x64 uint8, 20 frames, memory-mapped): what the file's size
-    adds."""
+    """Peak resident memory (MB) of a ConvLSTM training run of `steps` steps on a memory-mapped
+    clips file (64x64 uint8, 20 frames) of 40 MB and of 4 GB: what the file's size adds."""
     block = np.random.default_rng(0).integers(0, 256, (100, 20, 64, 64), dtype=np.uint8)
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,20 +83,15 @@ def bench_data_memory(steps):
             stored = np.lib.format.open_memmap(path, "w+", np.uint8, (clips, 20, 64, 64))
             for start in range(0, clips, len(block)):
                 stored[start : start + len(block)] = block
-            stored.flush()
-            del stored
-            report[f"peak_rss_mb_{name}"] = bench_memory("main_conv_lstm.py", steps,
-                                                         "--data", path)
-            os.remove(path)
+            del stored  # written through to the file: a shared mapping is the page cache
+            report[f"peak_rss_mb_{name}"] = bench_memory("main_conv_lstm.py", steps, "--data", path)
     return report
 
 
 def bench_training(config, repeats):
-    """The training step end to end, as `training.train` runs it (data made in the background
-    thread, each step queued before the last one's loss is read), per step over blocks of 8
-    steps, and the same with each loss read before the next step (`unqueued`); the compiled
-    step alone on a fixed clip, with the default number of chains and, where that is not 1,
-    with one chain; a video's rollout (45 predicted frames), compiled and eager."""
+    """The `<model>` timings of bench/README.md: the training step end to end as `train` runs it
+    (queued, and `unqueued`), per step over blocks of 8; the compiled step alone on a fixed clip
+    (and with one chain where the default is more); a video's rollout, compiled and eager."""
     from keras import ops
 
     from model.train_step import (compiled, default_chains, dispatching_ahead,
@@ -144,23 +136,12 @@ def bench_cells(repeats, cells=CELLS):
     from model.networks import l2_loss
     from model.train_step import make_train_step
 
-    class Regressor(keras.Model):
-        """One layer trained to reproduce its input, so that `make_train_step` can drive it."""
-
-        def __init__(self, layer):
-            super().__init__()
-            self.layer = layer
-
-        def call(self, x):
-            return self.layer(x)
-
-        def training_loss(self, x):
-            return l2_loss(self(x), x)
-
     def step_of(layer, x):
-        model = Regressor(layer)
-        model(x[:1])  # builds the layer's weights
-        step, _ = make_train_step(model, keras.optimizers.Adam(1e-3))
+        """`layer` trained to reproduce its input: `make_train_step` needs only its weights and a
+        `training_loss`."""
+        layer(x[:1])  # builds the weights
+        layer.training_loss = lambda clip: l2_loss(layer(clip), clip)
+        step, _ = make_train_step(layer, keras.optimizers.Adam(1e-3))
         return lambda: float(step(x))
 
     results = {}
@@ -189,11 +170,9 @@ def bench_memory(script, steps, *flags):
     """Peak resident memory (MB) of a training run of `steps` steps in a process of its own
     (`script` relative to the repository root, or absolute), into a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = subprocess.run(
-            [sys.executable, "-c", PROBE, os.path.join(ROOT, script), "--train_dir", tmp,
-             "--max_step", str(steps), "--save_every", str(steps), *flags],
-            capture_output=True, text=True, cwd=ROOT,
-        )
+        run = subprocess.run([sys.executable, "-c", PROBE, os.path.join(ROOT, script),
+                              "--train_dir", tmp, "--max_step", str(steps), "--save_every",
+                              str(steps), *flags], capture_output=True, text=True, cwd=ROOT)
     if run.returncode != 0:
         raise RuntimeError(f"{script} failed (exit {run.returncode}): {run.stderr[-2000:]}")
     return int(run.stdout.split()[-1]) / 1024
@@ -223,8 +202,7 @@ def rows(report, prefix=""):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=100,
                         help="timed calls per figure (the cell comparisons: a fifth, at least 2, "
                              f"within about {CELL_SECONDS} s each)")
@@ -235,13 +213,11 @@ def main(argv=None):
     parser.add_argument("--out", help="JSON path (default bench/results/<backend>.json)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(parts) - set(PARTS))
-    for bad, message in ((unknown, f"--parts: unknown {', '.join(unknown)}; choose from "
-                                   f"{', '.join(PARTS)}"),
-                         (args.repeats < 1, "--repeats must be at least 1"),
-                         (args.memory_steps < 1, "--memory_steps must be at least 1")):
-        if bad:
-            parser.exit(2, f"{parser.prog}: error: {message}\n")
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    for flag in ("repeats", "memory_steps"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
     keras = runtime.setup()
     from model.training import CONV, CONV_LSTM
 
@@ -264,7 +240,7 @@ def main(argv=None):
             report.setdefault(name, {}).update(bench_training(config, args.repeats))
         if "memory" in parts:
             say(f"{name} peak memory of a {args.memory_steps}-step training run")
-            mb = bench_memory(SCRIPTS[name], args.memory_steps)
+            mb = bench_memory(f"main_{name}.py", args.memory_steps)
             report.setdefault(name, {})["peak_rss_mb"] = mb
     if "data_memory" in parts:
         say(f"ConvLSTM peak memory of a {args.memory_steps}-step run on a 40 MB and a 4 GB file")

@@ -3,7 +3,7 @@
 A checkpoint is a folder `ckpt-0001000/` holding `model.weights.h5` (Keras's own format,
 loadable with `model.load_weights`), `train_state.h5` (the optimiser's variables and the model's
 non-trainable ones, such as the dropout seed, in order) and `state.json` (step, config, data
-stream, whether it is a milestone). It is written under a temporary name, synced and renamed
+stream). It is written under a temporary name, synced and renamed
 into place, so a crash at any moment leaves either the whole checkpoint or none of it.
 """
 
@@ -66,10 +66,10 @@ def locked(folder):
         os.close(fd)
 
 
-def save(train_dir, step, model, optimizer, state, milestone=False):
-    """Write checkpoint `step` into `train_dir` atomically and return its path; a `milestone`
-    is recorded as one and kept for good. Then remove all but the newest `KEEP` checkpoints
-    that are not milestones. Raises `CannotWrite`; the checkpoints already there stay."""
+def save(train_dir, step, model, optimizer, state):
+    """Write checkpoint `step` into `train_dir` atomically and return its path. Then remove all
+    but the newest `KEEP` checkpoints that are not milestones (`is_milestone`). Raises
+    `CannotWrite`; the checkpoints already there stay."""
     final = os.path.join(train_dir, f"ckpt-{step:07d}")
     variables = _train_state(model, optimizer)
     with writing(final):
@@ -81,8 +81,7 @@ def save(train_dir, step, model, optimizer, state, milestone=False):
             with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
                 for i, variable in enumerate(variables):
                     f.create_dataset(f"{i:04d}", data=np.asarray(variable.numpy()))
-            write_json(os.path.join(tmp, "state.json"),
-                       {"step": step, "milestone": milestone, **state})
+            write_json(os.path.join(tmp, "state.json"), {"step": step, **state})
             for name in ("model.weights.h5", "train_state.h5"):  # write_json syncs its own
                 fsync(os.path.join(tmp, name))
             fsync(tmp)
@@ -100,14 +99,12 @@ def save(train_dir, step, model, optimizer, state, milestone=False):
 
 
 def is_milestone(path):
-    """Whether checkpoint `path` was saved as a milestone. Checkpoints from before the flag was
-    recorded count as one where their step is a multiple of their own run's `keep_every`."""
+    """Whether checkpoint `path` is kept for good: its step a multiple of the `keep_every` of the
+    run that saved it (recorded in its config), whatever later runs' flag says."""
     try:
         state = read_state(path)
     except Damaged:
         return False
-    if "milestone" in state:
-        return state["milestone"] is True
     every = state["config"].get("keep_every", 0)
     return bool(every) and state["step"] % every == 0
 

@@ -302,12 +302,11 @@ def _train(config, clips, log):
             if step % config.log_every == 0 or step == config.max_step:
                 _log_losses(bar, events, step, losses, times)
                 losses, times = [], []
-            milestone = bool(config.keep_every) and step % config.keep_every == 0
-            if step % config.save_every == 0 or step == config.max_step or milestone:
+            if (step % config.save_every == 0 or step == config.max_step
+                    or (config.keep_every and step % config.keep_every == 0)):
                 sync()
                 checkpoint.save(config.train_dir, step, model, optimizer,
-                                {**state, "data": {"seed": config.seed, "next_step": step}},
-                                milestone)
+                                {**state, "data": {"seed": config.seed, "next_step": step}})
                 video.write_run_video(config, step, truth, rollout)
     return step
 

@@ -4,8 +4,7 @@ Balls of equal mass move in a box of side `BOX`. Each frame records the position
 velocities, then takes `SUBSTEPS` sub-steps: move by `v / SUBSTEPS`, reflect at the walls, and
 resolve touching pairs with a 1-D elastic collision along the line of centres. Frames are
 rendered as soft discs `exp(-(d^2 / r^2)^4)`; green is the ball, red and blue carry `vx + 0.5`
-and `vy + 0.5`. `tests/bouncing_balls_numpy.py` is the same in NumPy, the tests' reference.
-"""
+and `vy + 0.5`. `tests/bouncing_balls_numpy.py` is the same in NumPy, the tests' reference."""
 
 import functools
 
@@ -21,22 +20,18 @@ GRAVITY = 0.003  # friction option: downward pull on vy per sub-step
 DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
 MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected sequences before giving up
 CANDIDATES = 64  # candidate placements drawn per rejected sequence and round
-# A ball count is accepted where all MAX_PLACEMENT_ROUNDS * CANDIDATES tries fail for fewer
-# than one sequence in e^RELIABLE (1e13), by how often a random placement is valid.
-RELIABLE = 30
+RELIABLE = 30  # a ball count is accepted where all those tries fail for < 1 sequence in e^30
 RATE_SAMPLES = 100_000  # random placements that estimate how often one is valid
 ZERO_MASS_BEYOND = np.float32(3.3)  # d^2 / r^2 beyond which exp(-(d^2 / r^2)^4) is 0 in float32
 
 
 def generate(batch_size, seq_length, size=32, num_balls=2, radius=RADIUS, friction=False, rng=None):
-    """Simulate and render a batch of bouncing-ball clips.
+    """Simulate and render `batch_size` independent clips `B` of `seq_length` frames `T`.
 
     Args:
-        batch_size: Number of independent sequences `B`.
-        seq_length: Frames per sequence `T`.
         size: Side of the square frame in pixels.
         num_balls: Balls per sequence, at most `max_balls(radius)`.
-        radius: Ball radius in world units (the box has side 10).
+        radius: Ball radius in world units (the box has side `BOX`).
         friction: Add a slight downward pull, then a 0.5 % drag, per sub-step.
         rng: A `np.random.Generator`, an int seed, or `None` for fresh entropy.
 
@@ -76,9 +71,8 @@ def render(pos, vel, size, radius):
 
 
 def _initial_positions(batch_size, num_balls, radius, rng):
-    """Uniform positions in [LOW, BOX), each sequence's whole set redrawn until no ball touches a
-    wall or another ball. Each round draws `CANDIDATES` sets per unfinished sequence and keeps
-    the first valid one, which is the same distribution as redrawing one set at a time."""
+    """Uniform positions in [LOW, BOX), redrawn per sequence until no ball touches a wall or
+    another; `CANDIDATES` sets a round, the first valid one kept: as if drawn one at a time."""
     x = np.empty((batch_size, num_balls, 2))
     todo = np.arange(batch_size)
     for _ in range(MAX_PLACEMENT_ROUNDS):
@@ -95,18 +89,16 @@ def _initial_positions(batch_size, num_balls, radius, rng):
 
 @functools.lru_cache
 def max_balls(radius=RADIUS, up_to=None):
-    """The most balls of `radius` that `generate` places reliably (see `RELIABLE`), or `up_to`
-    if that many are. Placements are sampled ball by ball: the sets still valid after `n` balls
-    estimate how often a random set of `n` is valid (fixed seed, so always the same answer)."""
+    """The most balls of `radius` that `generate` places reliably (see `RELIABLE`), at most
+    `up_to`. Sets grow ball by ball; those still valid at `n` give the rate for `n` (seed 0)."""
     rng = np.random.default_rng(0)
     sets = np.empty((RATE_SAMPLES, 0, 2))
     while up_to is None or sets.shape[1] < up_to:
-        ball = rng.uniform(LOW, BOX, (len(sets), 1, 2))
-        fits = np.all((ball - radius >= 0) & (ball + radius <= BOX), axis=(1, 2))
-        fits &= np.all(np.linalg.norm(sets - ball, axis=-1) >= 2 * radius, axis=1)
+        grown = np.concatenate([sets, rng.uniform(LOW, BOX, (len(sets), 1, 2))], axis=1)
+        fits = _valid_placement(grown[:, None], radius)[:, 0]
         if fits.sum() * MAX_PLACEMENT_ROUNDS * CANDIDATES < RELIABLE * RATE_SAMPLES:
             break
-        sets = np.concatenate([sets, ball], axis=1)[fits]
+        sets = grown[fits]
     return sets.shape[1]
 
 
@@ -125,38 +117,33 @@ def _check(batch_size, seq_length, size, num_balls, radius):
 
 @numba.njit(cache=True, nogil=True)
 def _trajectories(x, v, seq_length, radius, friction):
-    """`trajectories`, with `x, v` `(B, N, 2)` updated in place; the same float64 operations in
-    the same order as the NumPy reference."""
-    batch, balls = x.shape[0], x.shape[1]
-    pos = np.empty((batch, seq_length, balls, 2))
-    vel = np.empty((batch, seq_length, balls, 2))
-    for b in range(batch):
-        for t in range(seq_length):
-            pos[b, t] = x[b]
-            vel[b, t] = v[b]
-            for _ in range(SUBSTEPS):
-                _substep(x[b], v[b], radius, friction)
+    """`trajectories`, updating `x, v` in place; the NumPy reference's float64 operations."""
+    pos = np.empty((x.shape[0], seq_length, x.shape[1], 2))
+    vel = np.empty_like(pos)
+    for b, t in np.ndindex(pos.shape[:2]):
+        pos[b, t], vel[b, t] = x[b], v[b]
+        for _ in range(SUBSTEPS):
+            _substep(x[b], v[b], radius, friction)
     return pos, vel
 
 
 @numba.njit(cache=True, nogil=True)
 def _substep(x, v, radius, friction):
-    balls = x.shape[0]
-    for i in range(balls):
+    """One sub-step of `x, v` `(N, 2)`, in place; x and y are independent until the pairs."""
+    for i in range(len(x)):
         for k in range(2):
             x[i, k] = x[i, k] + v[i, k] / SUBSTEPS
-        if friction:  # gravity, then drag: the original's order
-            v[i, 1] += GRAVITY * (x[i, 1] + radius < BOX)
-            for k in range(2):
+            if friction:  # gravity, then drag: the original's order
+                if k == 1:
+                    v[i, 1] += GRAVITY * (x[i, 1] + radius < BOX)
                 v[i, k] = v[i, k] * (1.0 - DRAG)
-        for k in range(2):
             if x[i, k] - radius < 0.0:
                 v[i, k] = abs(v[i, k])
             if x[i, k] + radius > BOX:
                 v[i, k] = -abs(v[i, k])
     # the original's pair order (1, 0), (2, 0), (2, 1), ...; equal masses: an approaching
     # touching pair swaps normal velocities, each pair's before the next is tested
-    for a in range(balls):
+    for a in range(len(x)):
         for b in range(a):
             d0, d1 = x[a, 0] - x[b, 0], x[a, 1] - x[b, 1]
             dist = np.sqrt(d0 * d0 + d1 * d1)
@@ -172,17 +159,15 @@ def _substep(x, v, radius, friction):
 @numba.njit(cache=True, nogil=True)
 def _valid_placement(x, radius):
     """`x` is `(R, C, N, 2)`; True where every ball is inside the box and apart from the others."""
-    rows, candidates, balls = x.shape[0], x.shape[1], x.shape[2]
-    valid = np.ones((rows, candidates), np.bool_)
-    for r in range(rows):
-        for c in range(candidates):
-            p = x[r, c]
-            for i in range(balls):
-                for k in range(2):
-                    valid[r, c] &= (p[i, k] - radius >= 0) & (p[i, k] + radius <= BOX)
-                for j in range(i + 1, balls):
-                    d0, d1 = p[i, 0] - p[j, 0], p[i, 1] - p[j, 1]
-                    valid[r, c] &= np.sqrt(d0 * d0 + d1 * d1) >= 2 * radius
+    valid = np.ones(x.shape[:2], np.bool_)
+    for r, c in np.ndindex(valid.shape):
+        p = x[r, c]
+        for i in range(p.shape[0]):
+            for k in range(2):
+                valid[r, c] &= (p[i, k] - radius >= 0) & (p[i, k] + radius <= BOX)
+            for j in range(i + 1, p.shape[0]):
+                d0, d1 = p[i, 0] - p[j, 0], p[i, 1] - p[j, 1]
+                valid[r, c] &= np.sqrt(d0 * d0 + d1 * d1) >= 2 * radius
     return valid
 
 
@@ -192,22 +177,19 @@ def _paint(pos, vel, centres, radius_sq, frames):
     pixels where its mass can be nonzero; `centres` are the pixel centres in world units."""
     size = centres.shape[0]
     d2x = np.empty(size, np.float32)
-    for b in range(pos.shape[0]):
-        for t in range(pos.shape[1]):
-            for n in range(pos.shape[2]):
-                px, py = np.float32(pos[b, t, n, 0]), np.float32(pos[b, t, n, 1])
-                red = np.float32(vel[b, t, n, 0] + 0.5)
-                blue = np.float32(vel[b, t, n, 1] + 0.5)
-                for w in range(size):
-                    d2x[w] = (centres[w] - px) * (centres[w] - px) / radius_sq
-                for h in range(size):
-                    d2y = (centres[h] - py) * (centres[h] - py) / radius_sq
-                    if d2y > ZERO_MASS_BEYOND:
-                        continue
-                    for w in range(size):
-                        if d2x[w] <= ZERO_MASS_BEYOND:
-                            d4 = (d2y + d2x[w]) * (d2y + d2x[w])
-                            mass = np.exp(-(d4 * d4))
-                            frames[b, t, h, w, 0] += mass * red
-                            frames[b, t, h, w, 1] += mass
-                            frames[b, t, h, w, 2] += mass * blue
+    for b, t, n in np.ndindex(pos.shape[:3]):
+        px, py = np.float32(pos[b, t, n, 0]), np.float32(pos[b, t, n, 1])
+        red, blue = np.float32(vel[b, t, n, 0] + 0.5), np.float32(vel[b, t, n, 1] + 0.5)
+        for w in range(size):
+            d2x[w] = (centres[w] - px) * (centres[w] - px) / radius_sq
+        for h in range(size):
+            d2y = (centres[h] - py) * (centres[h] - py) / radius_sq
+            if d2y > ZERO_MASS_BEYOND:
+                continue
+            for w in range(size):
+                if d2x[w] <= ZERO_MASS_BEYOND:
+                    d4 = (d2y + d2x[w]) * (d2y + d2x[w])
+                    mass = np.exp(-(d4 * d4))
+                    frames[b, t, h, w, 0] += mass * red
+                    frames[b, t, h, w, 1] += mass
+                    frames[b, t, h, w, 2] += mass * blue

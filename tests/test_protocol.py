@@ -124,8 +124,8 @@ def small_model():
 
 
 def save(train_dir, step, model_and_optimizer, keep_every=0):
-    milestone = bool(keep_every) and step % keep_every == 0
-    return checkpoint.save(str(train_dir), step, *model_and_optimizer, {"config": {}}, milestone)
+    return checkpoint.save(str(train_dir), step, *model_and_optimizer,
+                           {"config": {"keep_every": keep_every}})
 
 
 @pytest.mark.parametrize("keep_every", [0, 4])
