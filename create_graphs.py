@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw, ImageFont
 from model import checkpoint, cli, evaluation, files, runtime
 from model.evaluation import (ALIGNMENTS, LABELS, MODELS, SERIES, eval_clips, evaluate,
                               load_run, mean_and_ci95)
-from model.training import CONV
 from systems import clip_file
 
 ORIGINAL = os.path.join(cli.REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
@@ -43,7 +42,7 @@ def parse_flags(argv=None):
     add("--pretrained_dir", default=os.path.join(cli.REPO, "checkpoints", "pretrained"),
         help="shipped weights, used where a training folder holds no checkpoint "
              "(default: %(default)s)")
-    cli.add_fields(parser, CONV, only=("data", "time_major"))
+    cli.add_fields(parser, MODELS["conv"][0], only=("data", "time_major"))
     add("--out", default=DEFAULT_OUT, help="output prefix, or a folder: .csv, .png, "
         "_psnr_ssim.png, .json; rollouts.gif goes into its folder (default: %(default)s; the "
         "committed figures: --out figs/conv_lstm_vs_conv)")
@@ -55,24 +54,19 @@ def parse_flags(argv=None):
 
 
 def load_models(args):
-    """`(clips, paths, models, steps)`: the clips of `--data` (`None`: the bouncing balls), every
-    value checked, then each model's checkpoint, keyed by name. Raises `UsageError`."""
+    """`(clips, paths, models, steps)`: `--data`'s clips, checked (`None`: the bouncing balls),
+    then each model's checkpoint, keyed by name. Raises `UsageError`."""
     clips = None
     if args.data is not None:
         clips = clip_file.open_clips(args.data, args.time_major, seq_length=7)
-        clips.verify()
-    data = None if clips is None else clips.describe()
-    paths, models, steps = {}, {}, {}
-    for name in MODELS:
-        paths[name], models[name], steps[name] = load_run(
-            name, getattr(args, f"{name}_dir"), getattr(args, f"{name}_step"),
-            args.pretrained_dir, data, warn=_warn)
-    return clips, paths, models, steps
+    data = None if clips is None else clips.describe()  # reads and checks every value, once
+    loaded = {n: load_run(n, getattr(args, f"{n}_dir"), getattr(args, f"{n}_step"),
+                          args.pretrained_dir, data, warn=_warn) for n in MODELS}
+    return clips, *({n: fields[i] for n, fields in loaded.items()} for i in range(3))
 
 
 def describe_weights(paths, steps, pretrained_dir):
-    """`(text, mark)`: which weights at which steps, and where their sources or steps differ
-    a short line saying so for the GIF ("" where they do not)."""
+    """`(text, mark)`: which weights at which steps, and a line for the GIF where they differ."""
     shipped = {n: os.path.dirname(os.path.abspath(p)) == os.path.abspath(pretrained_dir)
                for n, p in paths.items()}
     mixed = len(set(shipped.values())) > 1 or len(set(steps.values())) > 1
@@ -83,20 +77,8 @@ def describe_weights(paths, steps, pretrained_dir):
     return text, mark if mixed else ""
 
 
-def held_out_counts(clips, paths, context, args):
-    """`(num_sequences, horizon)` on a user's clips: the clips both runs held out of training
-    (the last), and the frames after the context, each at most the flag's value."""
-    held = min(clip_file.held_out(len(clips), checkpoint.read_state(p)["config"]["holdout"])
-               for p in paths.values())
-    if held < 2:
-        raise cli.UsageError(f"{args.data} has {held} held-out clip; the intervals need at "
-                             "least 2 (train with a larger --holdout)")
-    return min(args.num_sequences, held), min(args.horizon, clips.shape[1] - context - 1)
-
-
 def summarise(results):
-    """CSV columns: the four mean errors, their 95% confidence half-widths, then PSNR and SSIM
-    in our alignment."""
+    """CSV columns: the four mean errors, their 95% half-widths, then PSNR and SSIM in ours."""
     errors = {s: mean_and_ci95(results[s]["sse"]) for s in SERIES}
     columns = {s: errors[s][0] for s in SERIES} | {f"{s}_ci95": errors[s][1] for s in SERIES}
     for key in ("psnr", "ssim"):
@@ -110,11 +92,8 @@ def print_table(columns, horizon):
     print(f"{'':4}  {'ours: frames 5.. for both':^30}  {'2016: ConvLSTM 6.., conv 1..':^30}")
     print(f"{'step':>4}" + f"  {'conv_lstm':>10}  {'conv':>10}  {'ratio':>6}" * 2)
     for k in range(horizon):
-        row = f"{k:>4}"
-        for alignment in ALIGNMENTS:
-            a, b = columns["conv_lstm" + alignment][k], columns["conv" + alignment][k]
-            row += f"  {a:10.2f}  {b:10.2f}  {b / a:6.2f}"
-        print(row)
+        pairs = [(columns["conv_lstm" + a][k], columns["conv" + a][k]) for a in ALIGNMENTS]
+        print(f"{k:>4}" + "".join(f"  {a:10.2f}  {b:10.2f}  {b / a:6.2f}" for a, b in pairs))
 
 
 def write_csv(path, columns):
@@ -123,51 +102,42 @@ def write_csv(path, columns):
                header=",".join(["step", *columns]), comments="")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _curves(ax, columns, key, alignment, ylabel):
+def _curves(ax, columns, suffix, ylabel):
     steps = np.arange(len(columns["conv"]))
     for name, colour in (("conv_lstm", "tab:blue"), ("conv", "tab:green")):  # the original's
-        column = name + alignment + key
-        mean, half = columns[column], columns[column + "_ci95"]
+        mean, half = columns[name + suffix], columns[name + suffix + "_ci95"]
         ax.plot(steps, mean, color=colour, label=LABELS[name])
         ax.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.25)
-    ax.set_xlabel("future prediction step")
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel="future prediction step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
 
 
-def plot_error(path, columns, title, caption, frame):
-    """Ours in the 2016 alignment, then in ours; on the bouncing balls, the original's figure
-    first."""
-    balls = frame == (32, 32, 3)
-    fig, axes = _pyplot().subplots(1, 2 + balls, figsize=(12 + 6 * balls, 5.2), dpi=100,
-                                   width_ratios=(1.3, 1, 1)[1 - balls:])
+def plot_error(path, columns, title, caption, frame, balls=True):
+    """The 2016 alignment, then ours; on the bouncing balls after the original's figure."""
+    from matplotlib.figure import Figure  # not pyplot's: never a window, nothing to close
+    from matplotlib.image import imread
+
+    fig = Figure(figsize=(12 + 6 * balls, 5.2), dpi=100)
+    axes = fig.subplots(1, 2 + balls, width_ratios=(1.3, 1, 1)[1 - balls:])
     if balls:
-        axes[0].imshow(_pyplot().imread(ORIGINAL))
+        axes[0].imshow(imread(ORIGINAL))
         axes[0].set_title("the original's figure (2016; its units unknown, 1,200 sequences)",
                           fontsize=10)
         axes[0].axis("off")
     for ax, alignment in zip(axes[balls:], ("_2016", "")):
-        _curves(ax, columns, "", alignment,
-                f"squared error summed over the {'x'.join(map(str, frame))} frame")
+        _curves(ax, columns, alignment, "squared error summed over the %dx%dx%d frame" % frame)
         ax.set_title(f"this repo, {ALIGNMENTS[alignment]}", fontsize=9)
     axes[-2].sharey(axes[-1])
     _save(fig, path, f"Squared error vs prediction step (95% CI shaded)\n{title}", caption)
 
 
 def plot_quality(path, columns, title, caption):
-    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4.4), dpi=120)
-    for ax, key, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
-        _curves(ax, columns, "_" + key, "", unit + ", higher is better")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.4), dpi=120)
+    for ax, key, unit in zip(fig.subplots(1, 2), ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
+        _curves(ax, columns, "_" + key, unit + ", higher is better")
     _save(fig, path, f"Prediction quality, {ALIGNMENTS['']}\n{title}", caption)
 
 
@@ -180,25 +150,22 @@ def _save(fig, path, title, caption):
         warnings.filterwarnings("ignore", "Glyph .* missing")
         fig.tight_layout()
         fig.savefig(path, format="png")
-    _pyplot().close(fig)
 
 
-def rollout_examples(models, horizon, seed, clips=None):
-    """`(GIF_SEQUENCES, 3, horizon, H, W, C)`: truth, ConvLSTM, conv on fixed clips, ours."""
+def rollout_examples(models, horizon, seed, clips=None, count=GIF_SEQUENCES):
+    """`(count, 3, horizon, H, W, C)`: truth, ConvLSTM, conv on fixed clips, ours (a user's
+    clips: the last `count`, held out)."""
     context = models["conv_lstm"].context
-    first = 0 if clips is None else len(clips) - GIF_SEQUENCES  # the last: 2 or more held out
-    clips = eval_clips(GIF_SEQUENCES, context + 1 + horizon, np.random.default_rng(seed), clips,
-                       first)
+    clips = eval_clips(count, context + 1 + horizon, np.random.default_rng(seed), clips,
+                       0 if clips is None else len(clips) - count)
     lstm = models["conv_lstm"].rollout(clips[:, :context], horizon)
     conv = models["conv"].rollout(clips[:, context - 1 : context], horizon)
-    truth = clips[:, context : context + horizon]
-    return np.stack([truth, np.asarray(lstm), np.asarray(conv)], axis=1)
+    return np.stack([clips[:, context : context + horizon], lstm, conv], axis=1)
 
 
 def gif_frames(examples, context, mark=""):
-    """`(horizon, H', W', 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, each
-    frame scaled up to about `GIF_SIDE` pixels, with column titles and a step counter drawn in;
-    a `mark` (mixed weights) in red in a band of its own below."""
+    """`(horizon, H', W', 3)` uint8: a row per sequence, columns truth | ConvLSTM | conv, frames
+    scaled up to about `GIF_SIDE` px, titled, a step counter and any `mark` in red below them."""
     scale = max(1, GIF_SIDE // examples.shape[-3])
     pixels = (np.clip(examples, 0, 1) * 255 + 0.5).astype(np.uint8)  # (R, 3, T, H, W, C)
     pixels = np.repeat(pixels, 3 // pixels.shape[-1], axis=-1)  # gray as RGB
@@ -219,17 +186,14 @@ def gif_frames(examples, context, mark=""):
         draw.text((GIF_GAP, image.height - bands[1] + GIF_BAND // 2),
                   f"step {k}: frame {context + k} (in: ConvLSTM 0-{context - 1}, "
                   f"conv {context - 1})", "black", font, anchor="lm")
-        if mark:
-            draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", mark_font,
-                      anchor="lm")
+        draw.text((GIF_GAP, image.height - GIF_BAND // 2), mark, "red", mark_font, anchor="lm")
     return np.stack([np.asarray(image) for image in images])
 
 
 def write_gif(path, frames):
     images = [Image.fromarray(f) for f in frames]
-    durations = [GIF_MS] * (len(images) - 1) + [4 * GIF_MS]  # hold the last frame
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
-                   duration=durations, loop=0)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=[GIF_MS] * (len(images) - 1) + [4 * GIF_MS])  # the last held
 
 
 def _warn(message):
@@ -251,12 +215,19 @@ def run(argv=None):
     if mark:
         _warn(f"warning: the models' weights differ in source or steps: {weights}")
     num_sequences, horizon = args.num_sequences, args.horizon
-    if clips is not None:
-        num_sequences, horizon = held_out_counts(clips, paths, context, args)
+    if clips is not None:  # only the last clips, held out by both runs, and the frames they have
+        held = min(clip_file.held_out(len(clips), checkpoint.read_state(p)["config"]["holdout"])
+                   for p in paths.values())
+        if held < 2:
+            raise cli.UsageError(f"{args.data} has {held} held-out clip; the intervals need "
+                                 "at least 2 (train with a larger --holdout)")
+        num_sequences = min(num_sequences, held)
+        horizon = min(horizon, clips.shape[1] - context - 1)
     results = evaluate(models, num_sequences, horizon, args.seed, args.batch_size, clips=clips)
     columns = summarise(results)
     print_table(columns, horizon)
-    frames = gif_frames(rollout_examples(models, horizon, args.seed, clips), context, mark)
+    frames = gif_frames(rollout_examples(models, horizon, args.seed, clips,
+                                       min(GIF_SEQUENCES, num_sequences)), context, mark)
     title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
     source = "bouncing balls" if clips is None else f"held-out clips of {args.data}"
     caption = f"{num_sequences} sequences, seed {args.seed}, {source}"
@@ -267,7 +238,8 @@ def run(argv=None):
     gif = os.path.join(os.path.dirname(args.out), "rollouts.gif")
     files.write_all({
         args.out + ".csv": lambda p: write_csv(p, columns),
-        args.out + ".png": lambda p: plot_error(p, columns, title, caption, frame),
+        args.out + ".png": lambda p: plot_error(p, columns, title, caption, frame,
+                                                    clips is None),
         args.out + "_psnr_ssim.png": lambda p: plot_quality(p, columns, title, caption),
         args.out + ".json": lambda p: files.write_json(p, record),
         gif: lambda p: write_gif(p, frames),

@@ -1,8 +1,7 @@
 """Speed benchmark: the simulator, each model's training step, our cell vs ConvLSTM2D, memory.
 
 Prints a table and writes bench/results/<backend>.json; bench/README.md says what each figure
-means. Figures that are compared are timed in turn, in this process. Run it on an otherwise idle
-machine: `python bench/benchmark.py`, or `KERAS_BACKEND=jax python bench/benchmark.py`."""
+means. Run it on an otherwise idle machine (`KERAS_BACKEND=jax` for JAX)."""
 
 import contextlib
 import os
@@ -17,26 +16,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from model import cli, files, runtime  # noqa: E402
-from systems import bouncing_balls  # noqa: E402
+from systems import bouncing_balls, clip_file  # noqa: E402
 
 PARTS = ("simulator", "data", "training", "cells", "memory", "data_memory")
 CELLS = ((4, 8), (32, 32))  # (filters, side): our models' cell, and a large one
 CELL_SECONDS = 60  # a cell comparison stops repeating after this long (JAX's CPU: ~30 s a step)
 
 
-def stats(seconds):
-    ms = 1e3 * np.asarray(seconds)
-    return {"min": float(ms.min()), "median": float(np.median(ms)), "max": float(ms.max()),
-            "repeats": len(ms)}
-
-
-def timed(fns, repeats, warmup=2, max_seconds=None):
-    """`stats` of each of `fns` (a dict of functions), their calls taken in turn; with
-    `max_seconds`, no new round of calls starts after that long (2 rounds at least)."""
+def timed(fns, repeats, warmup=2, max_seconds=None, steps=1):
+    """Milliseconds per call (per step, if a call takes `steps`) of each of `fns` {name: function},
+    called in turn; with `max_seconds`, no new round starts after that long (2 rounds at least)."""
     for fn in fns.values():
         for _ in range(warmup):  # the first call traces and compiles
             fn()
-    seconds = {name: [] for name in fns}
+    ms = {name: [] for name in fns}
     began = time.perf_counter()
     for k in range(repeats):
         if max_seconds and k >= 2 and time.perf_counter() - began > max_seconds:
@@ -44,8 +37,9 @@ def timed(fns, repeats, warmup=2, max_seconds=None):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: stats(s) for name, s in seconds.items()}
+            ms[name].append(1e3 * (time.perf_counter() - start) / steps)
+    return {name: {"min": min(t), "median": float(np.median(t)), "max": max(t), "repeats": len(t)}
+            for name, t in ms.items()}
 
 
 def bench_simulator(repeats):
@@ -56,10 +50,7 @@ def bench_simulator(repeats):
 
 
 def bench_data(repeats):
-    """A training batch of 16 x 10 frames from a user's clips file (`--data`): 200 clips of 20
-    frames of 64x64 uint8, memory-mapped, stored clips first and time first."""
-    from systems import clip_file
-
+    """A training batch of 16 x 10 frames from a memory-mapped `--data` file, in both layouts."""
     clips = np.random.default_rng(0).integers(0, 256, (200, 20, 64, 64), dtype=np.uint8)
     rng = np.random.default_rng(0)
     batches = {}
@@ -81,55 +72,50 @@ def bench_data_memory(steps):
         for name, clips in (("file_40mb", 500), ("file_4gb", 50_000)):
             path = os.path.join(tmp, f"{name}.npy")
             stored = np.lib.format.open_memmap(path, "w+", np.uint8, (clips, 20, 64, 64))
-            for start in range(0, clips, len(block)):
-                stored[start : start + len(block)] = block
-            del stored  # written through to the file: a shared mapping is the page cache
+            stored.reshape(-1, *block.shape)[:] = block  # the block, over and over
+            del stored  # unmapped: this process holds none of it while the run is measured
             report[f"peak_rss_mb_{name}"] = bench_memory("main_conv_lstm.py", steps, "--data", path)
     return report
 
 
 def bench_training(config, repeats):
-    """The `<model>` timings of bench/README.md: the training step end to end as `train` runs it
-    (queued, and `unqueued`), per step over blocks of 8; the compiled step alone on a fixed clip
-    (and with one chain where the default is more); a video's rollout, compiled and eager."""
-    from keras import ops
-
-    from model.train_step import (compiled, default_chains, dispatching_ahead,
-                                  losses_of, make_train_step)
-    from model.data import VIDEO_FRAMES, batch_at, batches
+    """The `<model>` figures of bench/README.md: the training step end to end (and `unqueued`),
+    per step over blocks of 8; the compiled step alone on a fixed clip; a video's rollout."""
+    from model.data import VIDEO_FRAMES, batches
+    from model.train_step import (compiled, default_chains, dispatching_ahead, losses_of,
+                                  make_train_step)
     from model.training import build
 
     model, optimizer = build(config)
     step, _ = make_train_step(model, optimizer)
     chunk = 8  # steps per timed block
-    blocks = {"end_to_end_ms": [], "end_to_end_unqueued_ms": []}
     with contextlib.closing(batches(config, 0)) as clips:
-        for _ in range(2 + max(2, repeats // chunk)):  # 2 rounds of warm-up
-            start = time.perf_counter()
+        def end_to_end():  # as `train` runs it: each step queued before the last loss is read
             with dispatching_ahead():
                 list(losses_of(step, clips, chunk))
-            blocks["end_to_end_ms"].append((time.perf_counter() - start) / chunk)
-            start = time.perf_counter()
+
+        def unqueued():
             for _ in range(chunk):
                 float(step(next(clips)))
-            blocks["end_to_end_unqueued_ms"].append((time.perf_counter() - start) / chunk)
-    result = {"chains": default_chains(), **{k: stats(v[2:]) for k, v in blocks.items()}}
-    clip = ops.convert_to_tensor(batch_at(config, 0))
+
+        ends = timed({"end_to_end_ms": end_to_end, "end_to_end_unqueued_ms": unqueued},
+                     max(2, repeats // chunk), steps=chunk)
+        clip = next(clips)
     steps = {"compiled_step_ms": lambda: float(step(clip))}
-    if result["chains"] != 1:
+    if default_chains() != 1:
         one_chain, _ = make_train_step(model, optimizer, chains=1)
         steps["compiled_step_one_chain_ms"] = lambda: float(one_chain(clip))
     context, horizon = clip[:1, : config.seq_start], VIDEO_FRAMES - config.seq_start
     rollout = compiled(model.rollout)
     videos = {"video_rollout_ms": lambda: np.asarray(rollout(context, horizon)),
               "video_rollout_eager_ms": lambda: np.asarray(model.rollout(context, horizon))}
-    return {**result, **timed(steps, repeats), **timed(videos, max(2, repeats // 20), 1)}
+    return {"chains": default_chains(), **ends, **timed(steps, repeats),
+            **timed(videos, max(2, repeats // 20), 1)}
 
 
 def bench_cells(repeats, cells=CELLS):
-    """A training step of one recurrent layer over 16 x 10 frames: our `ConvLSTMCell` in
-    `keras.layers.RNN` against `keras.layers.ConvLSTM2D`, 3x3 kernels, input channels = filters,
-    for each `(filters, side)` of `cells`."""
+    """A training step of one recurrent layer over 16 x 10 frames, 3x3 kernels, as many input
+    channels as filters: our `ConvLSTMCell` in `keras.layers.RNN` vs `keras.layers.ConvLSTM2D`."""
     import keras
 
     from model.conv_lstm_cell import ConvLSTMCell
@@ -137,8 +123,7 @@ def bench_cells(repeats, cells=CELLS):
     from model.train_step import make_train_step
 
     def step_of(layer, x):
-        """`layer` trained to reproduce its input: `make_train_step` needs only its weights and a
-        `training_loss`."""
+        """`layer` learning its input (`make_train_step` needs weights and a `training_loss`)."""
         layer(x[:1])  # builds the weights
         layer.training_loss = lambda clip: l2_loss(layer(clip), clip)
         step, _ = make_train_step(layer, keras.optimizers.Adam(1e-3))
@@ -146,8 +131,7 @@ def bench_cells(repeats, cells=CELLS):
 
     results = {}
     for filters, side in cells:
-        x = np.random.default_rng(0).random((16, 10, side, side, filters), dtype=np.float32)
-        x = keras.ops.convert_to_tensor(x)
+        x = keras.random.uniform((16, 10, side, side, filters), seed=0)
         ours = keras.layers.RNN(ConvLSTMCell(filters, 3), return_sequences=True)
         keras_own = keras.layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=True)
         steps = {"ours_ms": step_of(ours, x), "keras_ConvLSTM2D_ms": step_of(keras_own, x)}
@@ -167,8 +151,7 @@ finally:
 
 
 def bench_memory(script, steps, *flags):
-    """Peak resident memory (MB) of a training run of `steps` steps in a process of its own
-    (`script` relative to the repository root, or absolute), into a temporary folder."""
+    """Peak resident memory (MB) of a `steps`-step training run of `script` in its own process."""
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run([sys.executable, "-c", PROBE, os.path.join(ROOT, script),
                               "--train_dir", tmp, "--max_step", str(steps), "--save_every",

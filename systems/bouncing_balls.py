@@ -20,7 +20,7 @@ GRAVITY = 0.003  # friction option: downward pull on vy per sub-step
 DRAG = 0.005  # friction option: fraction of velocity lost per sub-step
 MAX_PLACEMENT_ROUNDS = 200  # rounds of redrawing the rejected sequences before giving up
 CANDIDATES = 64  # candidate placements drawn per rejected sequence and round
-RELIABLE = 30  # a ball count is accepted where all those tries fail for < 1 sequence in e^30
+RELIABLE = 30  # a ball count is accepted where all the rounds' tries fail for < 1 in e^30 sequences
 RATE_SAMPLES = 100_000  # random placements that estimate how often one is valid
 ZERO_MASS_BEYOND = np.float32(3.3)  # d^2 / r^2 beyond which exp(-(d^2 / r^2)^4) is 0 in float32
 

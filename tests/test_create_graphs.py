@@ -322,7 +322,9 @@ def test_progress_reaches_a_log(tiny_runs, tmp_path, capsys):
 def test_long_unicode_title_is_wrapped_inside_the_figure_without_warnings(tmp_path):
     import warnings
 
-    fig = create_graphs._pyplot().figure(figsize=(10, 4.4), dpi=120)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.4), dpi=120)  # as create_graphs makes them
     title = "weights: ConvLSTM " + "/runs/ünïcødé/数据/" * 12 + "ckpt-0000005 (step 5)"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
