@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint, cli, evaluation, files, runtime
+from model.data import frame_shape
 from model.evaluation import (ALIGNMENTS, LABELS, MODELS, SERIES, eval_clips, evaluate,
                               load_run, mean_and_ci95)
 from systems import clip_file
@@ -231,7 +232,7 @@ def run(argv=None):
     title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
     source = "bouncing balls" if clips is None else f"held-out clips of {args.data}"
     caption = f"{num_sequences} sequences, seed {args.seed}, {source}"
-    frame = (32, 32, 3) if clips is None else clips.frame_shape
+    frame = frame_shape(clips)
     record = {"num_sequences": num_sequences, "seed": args.seed, "horizon": horizon,
               "data": None if clips is None else clips.describe(), "alignments": ALIGNMENTS,
               "weights": {n: {"path": paths[n], "step": steps[n]} for n in MODELS}}

@@ -20,6 +20,7 @@ import numpy as np
 
 from model import checkpoint, cli
 from model.cli import UsageError
+from model.data import frame_shape
 from model.training import CONV, CONV_LSTM, load, load_newest
 
 MODELS = {"conv_lstm": (CONV_LSTM, "main_conv_lstm.py"), "conv": (CONV, "main_conv.py")}
@@ -187,7 +188,7 @@ def evaluate(models, num_sequences, horizon, seed, batch_size, quality=True, kee
 
     context = models["conv_lstm"].context
     score = compiled(functools.partial(_score, models, context, horizon, quality))
-    frame = 3072 if clips is None else np.prod(clips.frame_shape)
+    frame = np.prod(frame_shape(clips))
     batch_size = max(1, min(batch_size, VALUES_PER_PASS // (horizon * frame)))
     rng, masks = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     first = 0 if clips is None else len(clips) - num_sequences  # the last clips: held out

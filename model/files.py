@@ -4,6 +4,7 @@
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 TEMPORARY = ".tmp-"  # name prefix of a file being written (`atomic_path`)
@@ -84,8 +85,6 @@ def probe_writable(folder):
 
 def remove_leftovers(folder, prefixes=(TEMPORARY,)):
     """Remove what a killed or failed write left in `folder`: names starting with `prefixes`."""
-    import shutil
-
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
         path = os.path.join(folder, name)
         if name.startswith(prefixes):

@@ -223,7 +223,7 @@ def _check_same_run(config, saved, clips, saved_clips):
         now = clips.describe()
         differ += [f"the data's {key} {now[key]} (saved: {saved_clips[key]})"
                    for key in ("shape", "dtype", "layout", "fingerprint")
-                   if list(np.atleast_1d(now[key])) != list(np.atleast_1d(saved_clips[key]))]
+                   if now[key] != saved_clips[key]]
     if differ:
         raise UsageError(f"--train_dir {config.train_dir!r} holds a run with other settings: "
                          f"{', '.join(differ)}; pass --fresh to start over, or use another "
