@@ -2,7 +2,12 @@
 
 import sys
 
-from model.training import CONV_LSTM, main
+from model import runtime
+
+runtime.start()  # first: Keras and its backend, quietly
+
+from model.config import MODELS  # noqa: E402
+from model.training import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(CONV_LSTM, __doc__))
+    sys.exit(main(MODELS["conv_lstm"].defaults, __doc__))

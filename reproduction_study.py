@@ -11,18 +11,26 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
+from model import runtime
 
-from model import checkpoint, runtime
-from model.cli import REPO, Parser, UsageError, out_prefix, progress, run_script
-from model.evaluation import LABELS, MODELS, add_flags, check_flags, evaluate, load_checkpoint
-from model.files import write_all
+runtime.start()  # first: Keras and its backend, quietly
 
-ORIGINAL = os.path.join(REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from model import checkpoint, runs  # noqa: E402
+from model.cli import REPO, Parser, UsageError, out_prefix, progress, run_script  # noqa: E402
+from model.config import MODELS  # noqa: E402
+from model.evaluation import ORIGINAL_FIGURE, add_flags, check_flags, evaluate  # noqa: E402
+from model.files import write_all  # noqa: E402
+from systems.bouncing_balls import Balls  # noqa: E402
+
 EVAL_KEEP_PROB = 0.8  # the 2016 scripts fed their training keep_prob to every run of a graph
 VARIANTS = {"clean": (1.0, "sse"), "clipped": (1.0, "sse_clipped"),  # keep_prob, error
             "dropout": (EVAL_KEEP_PROB, "sse"), "dropout_clipped": (EVAL_KEEP_PROB, "sse_clipped")}
-ALIGNMENTS = {"2016": "_2016", "our": ""}  # name in the CSV: suffix of the evaluation's series
+SUFFIXES = {"2016": "_2016", "our": ""}  # alignment's name in the CSV: its series' suffix
 TABLE_STEPS = (1, 3, 5, 7, 10, 15, 20)
 SEEDS = (0, 1, 2)
 MILESTONES = (10_000, 20_000, 50_000, 100_000, 200_000)  # shipped; every 10,000 kept in training
@@ -37,10 +45,9 @@ LEGEND = (537, 710, 70, 135)  # columns and rows of its legend box, which hides 
 EDGE = 2  # columns at the frame's left edge, inside the axis line's grey antialiasing
 
 
-def read_original(path=ORIGINAL):
+def read_original(path=ORIGINAL_FIGURE):
     """`{"conv_lstm", "conv"}` -> `(24,)`: each line's colour-weighted mean row at steps 0..23 in
     figure units, NaN behind the legend; step 0, under the axis line, extends the first segment."""
-    from PIL import Image
     rgb = np.asarray(Image.open(path).convert("RGB")).astype(float)
     r, g, b = np.moveaxis(rgb, -1, 0)
     (x0, x1, x_top), (y0, y1, y_top) = FRAME["x"], FRAME["y"]
@@ -84,12 +91,12 @@ def find_pairs(study_dir):
 def train_runs(study_dir):
     """Train or resume the six runs one after another, copying their `MILESTONES` into
     `study_dir`; a run whose training folder is gone resumes from its newest milestone there."""
-    for seed, (name, (_, script)) in itertools.product(SEEDS, MODELS.items()):
+    for seed, (name, kind) in itertools.product(SEEDS, MODELS.items()):
         run, shipped = (os.path.join(d, name, f"seed{seed}") for d in (STUDY_RUNS, study_dir))
         if not checkpoint.list_checkpoints(run) and (kept := checkpoint.list_checkpoints(shipped)):
             _copy(kept[-1], os.path.join(run, os.path.basename(kept[-1])))
         print(f"training {name}, seed {seed}, in {run}", flush=True)
-        command = [sys.executable, os.path.join(REPO, script), "--train_dir", run,
+        command = [sys.executable, os.path.join(REPO, kind.script), "--train_dir", run,
                    "--seed", str(seed), "--keep_every", "10000", "--log_every", "1000"]
         code = subprocess.call(command)
         for path in checkpoint.list_checkpoints(run):
@@ -111,10 +118,11 @@ def run_study(models, args):
     """`{(step, seed): models}` -> `{(step, seed, variant, alignment): (conv_lstm, conv)}`."""
     table = {}
     for (step, seed), pair in progress(iterable=models.items(), desc="study", unit="pair"):
-        results = {p: evaluate(pair, args.num_sequences, args.horizon, args.seed, args.batch_size,
-                               quality=False, keep_prob=p) for p in (1.0, EVAL_KEEP_PROB)}
+        results = {p: evaluate(pair, Balls(), args.num_sequences, args.horizon, args.seed,
+                               args.batch_size, quality=False, keep_prob=p)
+                   for p in (1.0, EVAL_KEEP_PROB)}
         for variant, (keep, key) in VARIANTS.items():
-            for alignment, suffix in ALIGNMENTS.items():
+            for alignment, suffix in SUFFIXES.items():
                 table[step, seed, variant, alignment] = tuple(
                     results[keep][name + suffix][key].mean(axis=0) for name in MODELS)
     return table
@@ -205,7 +213,7 @@ def verdict(table, original):
     print(f"at {last:,}: the ConvLSTM's error at steps {SPREAD.start}-"
           f"{SPREAD.start + lstm.shape[1] - 1} is highest for seed {high}, lowest for seed "
           f"{low}: {times.min():.2f}-{times.max():.2f} times as high")
-    for alignment in ALIGNMENTS:
+    for alignment in SUFFIXES:
         change = ratios(table, last, "clipped", alignment) / ratios(table, last, "clean", alignment)
         print(f"at {last:,}, {alignment} alignment: clipping moves the ratio by at most "
               f"{np.abs(change - 1).max():.1%}")
@@ -213,13 +221,10 @@ def verdict(table, original):
 
 def plot(path, table, original, caption):
     """The figure: per milestone the ratio and each model's growth; the variants; the 3-7 ratio."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
     milestones, seeds = (sorted({key[i] for key in table}) for i in (0, 1))
-    colours = dict(zip(milestones, plt.cm.viridis(np.linspace(0, 0.9, len(milestones)))))
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5), dpi=100)
+    colours = dict(zip(milestones, colormaps["viridis"](np.linspace(0, 0.9, len(milestones)))))
+    fig = Figure(figsize=(17, 9.5), dpi=100)  # not pyplot's: never a window, nothing to close
+    axes = fig.subplots(2, 3)
     target, last = original["conv"] / original["conv_lstm"], milestones[-1]
 
     def band(ax, values, colour, label, **style):
@@ -235,7 +240,7 @@ def plot(path, table, original, caption):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
 
-    for ax, alignment in zip(axes[0, :2], ALIGNMENTS):
+    for ax, alignment in zip(axes[0, :2], SUFFIXES):
         for step in milestones:
             band(ax, ratios(table, step, alignment=alignment), colours[step], f"{step:,} steps")
         finish(ax, f"conv / ConvLSTM error, {alignment} alignment, mean of the seeds, their "
@@ -254,7 +259,7 @@ def plot(path, table, original, caption):
         for step in milestones:
             error = errors(table, step)[model]
             band(ax, error / error[:, :1], colours[step], f"{step:,} steps")
-        finish(ax, f"{LABELS[model]}: error over its own step 0, 2016 alignment",
+        finish(ax, f"{MODELS[model].label}: error over its own step 0, 2016 alignment",
                "error / its error at step 0", original[model] / original[model][0])
     ax = axes[1, 2]
     for seed, (variant, style) in itertools.product(seeds, (("clean", "o-"), ("dropout", "s--"))):
@@ -273,7 +278,6 @@ def plot(path, table, original, caption):
     fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def parse_flags(argv=None):
@@ -300,15 +304,13 @@ def main(argv=None):
 
 def run(argv=None):
     args = parse_flags(argv)
-    runtime.check_backend()
     if args.train:
         train_runs(args.study_dir)
     pairs = find_pairs(args.study_dir)
     if not pairs:
         raise UsageError(f"no seed pair with a common milestone in {args.study_dir} "
                          "(<model>/seed<k>/ckpt-<step>/ for both models)")
-    runtime.setup()
-    models = {key: {name: load_checkpoint(name, path)[0] for name, path in paths.items()}
+    models = {key: {name: runs.load_run(name, path).model for name, path in paths.items()}
               for key, paths in pairs.items()}  # all, so a damaged one stops the study first
     print(len(pairs), "seed pairs:", ", ".join(f"seed {seed} at {step:,}" for step, seed in pairs))
     original = read_original()

@@ -15,7 +15,19 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from model import cli, files, runtime  # noqa: E402
+from model import runtime  # noqa: E402
+
+runtime.start()  # first: Keras and its backend, quietly
+
+import keras  # noqa: E402
+
+from model import cli, files, runs  # noqa: E402
+from model.backend import (compiled, default_chains, dispatching_ahead, losses_of,  # noqa: E402
+                           make_train_step)
+from model.config import MODELS  # noqa: E402
+from model.conv_lstm_cell import ConvLSTMCell  # noqa: E402
+from model.data import VIDEO_FRAMES, batches  # noqa: E402
+from model.networks import l2_loss  # noqa: E402
 from systems import bouncing_balls, clip_file  # noqa: E402
 
 PARTS = ("simulator", "data", "training", "cells", "memory", "data_memory")
@@ -52,15 +64,15 @@ def bench_simulator(repeats):
 def bench_data(repeats):
     """A training batch of 16 x 10 frames from a memory-mapped `--data` file, in both layouts."""
     clips = np.random.default_rng(0).integers(0, 256, (200, 20, 64, 64), dtype=np.uint8)
-    rng = np.random.default_rng(0)
-    batches = {}
+    step = iter(range(10**9))
+    made = {}
     with tempfile.TemporaryDirectory() as tmp:
         for layout, stored in (("clips_first", clips), ("time_major", clips.swapaxes(0, 1))):
             path = os.path.join(tmp, f"{layout}.npy")
             np.save(path, np.ascontiguousarray(stored))
-            opened = clip_file.open_clips(path, time_major=layout == "time_major")
-            batches[f"{layout}_ms"] = lambda c=opened: clip_file.training_batch(c, rng, 16, 10, 0.1)
-        return timed(batches, repeats)
+            opened, _ = clip_file.open_clips(path, time_major=layout == "time_major")
+            made[f"{layout}_ms"] = lambda c=opened: c.batch(0, next(step), 16, 10)
+        return timed(made, repeats)
 
 
 def bench_data_memory(steps):
@@ -81,15 +93,12 @@ def bench_data_memory(steps):
 def bench_training(config, repeats):
     """The `<model>` figures of bench/README.md: the training step end to end (and `unqueued`),
     per step over blocks of 8; the compiled step alone on a fixed clip; a video's rollout."""
-    from model.data import VIDEO_FRAMES, batches
-    from model.train_step import (compiled, default_chains, dispatching_ahead, losses_of,
-                                  make_train_step)
-    from model.training import build
-
-    model, optimizer = build(config)
+    source = bouncing_balls.Balls(config.num_balls, config.friction)
+    model = runs.build(config, source.frame_shape)
+    optimizer = runs.build_optimizer(config, model)
     step, _ = make_train_step(model, optimizer)
     chunk = 8  # steps per timed block
-    with contextlib.closing(batches(config, 0)) as clips:
+    with contextlib.closing(batches(source, config, 0)) as clips:
         def end_to_end():  # as `train` runs it: each step queued before the last loss is read
             with dispatching_ahead():
                 list(losses_of(step, clips, chunk))
@@ -116,12 +125,6 @@ def bench_training(config, repeats):
 def bench_cells(repeats, cells=CELLS):
     """A training step of one recurrent layer over 16 x 10 frames, 3x3 kernels, as many input
     channels as filters: our `ConvLSTMCell` in `keras.layers.RNN` vs `keras.layers.ConvLSTM2D`."""
-    import keras
-
-    from model.conv_lstm_cell import ConvLSTMCell
-    from model.networks import l2_loss
-    from model.train_step import make_train_step
-
     def step_of(layer, x):
         """`layer` learning its input (`make_train_step` needs weights and a `training_loss`)."""
         layer(x[:1])  # builds the weights
@@ -161,7 +164,7 @@ def bench_memory(script, steps, *flags):
     return int(run.stdout.split()[-1]) / 1024
 
 
-def machine(keras):
+def machine():
     """The CPU count, and the accelerator where JAX runs on one."""
     if keras.backend.backend() == "jax":
         import jax
@@ -201,11 +204,8 @@ def main(argv=None):
     for flag in ("repeats", "memory_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
-    keras = runtime.setup()
-    from model.training import CONV, CONV_LSTM
-
     backend = keras.backend.backend()
-    report = {"backend": backend, "machine": machine(keras), "repeats": args.repeats}
+    report = {"backend": backend, "machine": machine(), "repeats": args.repeats}
     began = time.perf_counter()
 
     def say(what):
@@ -217,7 +217,7 @@ def main(argv=None):
     if "data" in parts:
         say("data, batch 16 x 10 frames of 64x64 from a memory-mapped clips file")
         report["data"] = bench_data(args.repeats)
-    for name, config in (("conv_lstm", CONV_LSTM), ("conv", CONV)):
+    for name, config in ((name, kind.defaults) for name, kind in MODELS.items()):
         if "training" in parts:
             say(f"{name} training step, end to end and compiled")
             report.setdefault(name, {}).update(bench_training(config, args.repeats))

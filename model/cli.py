@@ -1,8 +1,5 @@
-"""What every script shares at the command line: flags, one-line errors, exit codes, progress.
-
-Exit codes: 0 done, 1 a write failed or training diverged, 2 a bad flag, file or folder,
-130 Ctrl-C, 143 SIGTERM (handled as Ctrl-C is, so `finally` blocks run).
-"""
+"""What every script shares at the command line: flags, one-line errors, exit codes
+(`EXIT_CODES`; SIGTERM is handled as Ctrl-C is, so `finally` blocks run), progress."""
 
 import argparse
 import contextlib
@@ -11,8 +8,15 @@ import os
 import signal
 import sys
 
+from tqdm import tqdm
+
+from model.files import CannotWrite, probe_writable
+from systems.errors import DataError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # default folders are in it
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy's and Keras's seeding accept
+EXIT_CODES = ("Exit codes: 0 done, 1 a write failed or training diverged, 2 a bad flag, file or "
+              "folder, 130 Ctrl-C, 143 SIGTERM.")
 
 
 class UsageError(Exception):
@@ -36,8 +40,8 @@ def add_fields(parser, defaults, skip=(), only=None):
         if field.name in skip or (only is not None and field.name not in only):
             continue
         value, text = getattr(defaults, field.name), field.metadata["help"]
-        if isinstance(value, bool):
-            parser.add_argument(f"--{field.name}", action="store_true", help=text)
+        if field.type is bool:
+            parser.add_argument(f"--{field.name}", action="store_true", default=value, help=text)
         else:
             kind = field.metadata.get("type", type(value))
             shown = "" if value is None else " (default: %(default)s)"
@@ -59,8 +63,6 @@ def check_seed(seed):
 def check_folder(flag, folder, given=None):
     """Raise `UsageError` unless `folder` is a usable folder name: not empty, not a file, and
     its nearest existing parent writable. The message names the flag's value `given`."""
-    from model.files import probe_writable
-
     given = folder if given is None else given
     if not folder.strip():
         raise UsageError(f"--{flag} is empty: name a folder")
@@ -87,15 +89,8 @@ def out_prefix(out, default_name):
     return out
 
 
-def first_line(error):
-    """An error's first line, or its type's name where it has no text."""
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 def progress(**kwargs):
     """A tqdm bar: live on a terminal; in a log, a line every 30 seconds."""
-    from tqdm import tqdm
-
     return tqdm(dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30, **kwargs)
 
 
@@ -116,16 +111,13 @@ def _stoppable():
 
 
 def run_script(prog, body, then, failures=()):
-    """`body()`'s exit code, with each way out a line on stderr: 2 for `UsageError` (and the
-    backend's `runtime.Unavailable`), 1 for `files.CannotWrite` and `failures`, 130 / 143 on
-    Ctrl-C / SIGTERM, after which `then` says what to do next."""
-    from model.files import CannotWrite
-    from model.runtime import Unavailable
-
+    """`body()`'s exit code (`EXIT_CODES`), with each way out a line on stderr: 2 for
+    `UsageError` and the data's `DataError`, 1 for `files.CannotWrite` and `failures`, 130 /
+    143 on Ctrl-C / SIGTERM, after which `then` says what to do next."""
     try:
         with _stoppable():
             return body()
-    except (UsageError, Unavailable) as error:
+    except (UsageError, DataError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except (CannotWrite, *failures) as error:

@@ -9,7 +9,9 @@ their own predictions back after `context` true frames. The layer table:
     decoder  deconv 1x1 -> 8   deconv 3x3 /2 -> 8   deconv 3x3 /1 -> 8   deconv 3x3 /2 -> 3 (C)
 
 ELU after every layer but the last; every weight starts truncated-normal (stddev 0.01),
-every bias at 0.01.
+every bias at 0.01. That is the original's table, `width` 1; a `width` of W multiplies every
+layer's channels but the frame's by W (8W, the code and the ConvLSTM 4W), for footage richer
+than two balls.
 """
 
 import keras
@@ -28,19 +30,21 @@ def _conv_kwargs():
     )
 
 
-def encoder():
-    """`(B, H, W, C) -> (B, H / 4, W / 4, 4)`: four convs, ELU after each."""
-    spec = [(3, 2, 8), (3, 1, 8), (3, 2, 8), (1, 1, CODE_CHANNELS)]  # kernel, stride, filters
+def encoder(width=1):
+    """`(B, H, W, C) -> (B, H / 4, W / 4, 4 width)`: four convs, ELU after each."""
+    spec = [(3, 2, 8 * width), (3, 1, 8 * width), (3, 2, 8 * width),
+            (1, 1, CODE_CHANNELS * width)]  # kernel, stride, filters
     return keras.Sequential(
         [layers.Conv2D(f, k, strides=s, activation="elu", **_conv_kwargs()) for k, s, f in spec],
         name="encoder",
     )
 
 
-def decoder(channels=3):
-    """`(B, H / 4, W / 4, 4) -> (B, H, W, channels)`: four transposed convs, ELU after all but the
-    last."""
-    spec = [(1, 1, 8, "elu"), (3, 2, 8, "elu"), (3, 1, 8, "elu"), (3, 2, channels, None)]
+def decoder(channels=3, width=1):
+    """`(B, H / 4, W / 4, 4 width) -> (B, H, W, channels)`: four transposed convs, ELU after all
+    but the last."""
+    spec = [(1, 1, 8 * width, "elu"), (3, 2, 8 * width, "elu"), (3, 1, 8 * width, "elu"),
+            (3, 2, channels, None)]
     return keras.Sequential(
         [layers.Conv2DTranspose(f, k, strides=s, activation=a, **_conv_kwargs())
          for k, s, f, a in spec],
@@ -55,16 +59,16 @@ class Predictor(keras.Model):
         context: True frames fed in before the model feeds itself (`seq_start`).
         keep_prob: Keep probability of the dropout on true input frames.
         channels: Channels of a frame (3 for the bouncing balls).
+        width: Every layer's channels times this (1: the original's table).
     """
 
     scored_offset = 0  # closed-loop predictions made but not scored by the loss
 
-    def __init__(self, context, keep_prob=0.8, channels=3, **kwargs):
+    def __init__(self, context, keep_prob=0.8, channels=3, width=1, **kwargs):
         super().__init__(**kwargs)
-        self.context = context
-        self.keep_prob = keep_prob
-        self.encoder = encoder()
-        self.decoder = decoder(channels)
+        self.context, self.keep_prob, self.width = context, keep_prob, width
+        self.encoder = encoder(width)
+        self.decoder = decoder(channels, width)
         self.dropout = layers.Dropout(1.0 - keep_prob)
 
     def call(self, clip, training=False):
@@ -106,10 +110,10 @@ class ConvLSTMPredictor(Predictor):
 
     scored_offset = 1  # the prediction of frame `context` is fed back but not scored
 
-    def __init__(self, context=5, keep_prob=0.8, channels=3, **kwargs):
-        super().__init__(context, keep_prob, channels, **kwargs)
+    def __init__(self, context=5, keep_prob=0.8, channels=3, width=1, **kwargs):
+        super().__init__(context, keep_prob, channels, width, **kwargs)
         self.cell = ConvLSTMCell(
-            CODE_CHANNELS,
+            CODE_CHANNELS * width,
             3,
             kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"),
             name="conv_lstm_cell",
@@ -118,7 +122,7 @@ class ConvLSTMPredictor(Predictor):
     def build(self, clip_shape):
         self.encoder.build((None, *clip_shape[2:]))
         self.cell.build(self.encoder.compute_output_shape((None, *clip_shape[2:])))
-        self.decoder.build((None, *self.cell.spatial_shape, CODE_CHANNELS))
+        self.decoder.build((None, *self.cell.spatial_shape, self.cell.filters))
 
     def initial_state(self, batch_size):
         return self.cell.get_initial_state(batch_size)
@@ -131,8 +135,8 @@ class ConvLSTMPredictor(Predictor):
 class ConvPredictor(Predictor):
     """Encoder straight into decoder, no memory ("1 frame in, 4 out")."""
 
-    def __init__(self, context=1, keep_prob=0.8, channels=3, **kwargs):
-        super().__init__(context, keep_prob, channels, **kwargs)
+    def __init__(self, context=1, keep_prob=0.8, channels=3, width=1, **kwargs):
+        super().__init__(context, keep_prob, channels, width, **kwargs)
 
     def build(self, clip_shape):
         self.encoder.build((None, *clip_shape[2:]))
@@ -143,9 +147,6 @@ class ConvPredictor(Predictor):
 
     def core(self, code, state):
         return code, state
-
-
-PREDICTORS = {"conv_lstm": ConvLSTMPredictor, "conv": ConvPredictor}
 
 
 def l2_loss(predictions, targets):

@@ -6,7 +6,8 @@ import importlib.util
 import os
 import sys
 
-BACKENDS = ("tensorflow", "jax")  # the Keras backends `train_step` runs on
+BACKENDS = ("tensorflow", "jax")  # the Keras backends `backend` runs on
+_started = []  # not empty once `setup` has run
 
 
 class Unavailable(Exception):
@@ -56,47 +57,65 @@ def _hidden(names):
 
 # TensorFlow imports these at start-up only because they are installed (JAX by its lite
 # converter, matplotlib by Keras's plotting helpers): hidden while it loads, a training run's
-# peak memory is about 130 MB lower (`bench/benchmark.py`'s memory figure).
+# peak memory is lower (`bench/benchmark.py`'s memory figure).
 _UNUSED_BY_TENSORFLOW = ("jax", "matplotlib")
 
 
-def setup():
-    """Import Keras and its backend quietly, before any model is built (once: later calls
-    return at once). Raises `Unavailable`.
+def small_cpu():
+    """Whether this is the machine our thread settings were measured on: TensorFlow on a CPU of
+    at most 2 cores, no GPU."""
+    import keras
 
-    On TensorFlow on a CPU of at most 2 cores, each op runs on one thread and independent ops
-    run side by side (`train_step.default_chains`): for these 8x8..32x32 convolutions that is
-    faster than splitting each op over both cores."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
+    if keras.backend.backend() != "tensorflow" or (os.cpu_count() or 1) > 2:
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
+def setup():
+    """Import Keras and its backend quietly, once, first thing in every script. Raises
+    `Unavailable`.
+
+    On TensorFlow on a small CPU (`small_cpu`), each op runs on one thread and independent ops
+    run side by side (`backend.default_chains`): for these small convolutions that is faster
+    than splitting each op over both cores."""
+    if _started:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     check_backend()
     unused = _UNUSED_BY_TENSORFLOW if os.environ["KERAS_BACKEND"] == "tensorflow" else ()
     with _stderr_silenced(), _hidden(unused):
         import keras
 
-        from model.train_step import small_cpu
-
-        if small_cpu():
-            import tensorflow as tf
-
-            with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
-                tf.config.threading.set_intra_op_parallelism_threads(1)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
+            if small_cpu():
+                with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+                    tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.get_logger().setLevel("ERROR")
             # Grappler's rewrites of a graph slow an evaluation's unrolled rollouts and SSIM
-            # (create_graphs.py took twice as long) and gain a training step nothing.
+            # and gain a training step nothing (`bench/benchmark.py`).
             tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
             tf.constant(0)  # start the runtime now, while its log lines go nowhere
-    return keras
+    _started.append(True)
 
 
 def set_random_seed(seed):
     """`keras.utils.set_random_seed(seed)`. On other backends Keras would also load and seed
-    TensorFlow where it is installed (about 450 MB, and its start-up lines): hidden then."""
+    TensorFlow where it is installed (its memory and start-up lines): hidden then."""
     import keras
 
     with _hidden(() if keras.backend.backend() == "tensorflow" else ("tensorflow",)):
         keras.utils.set_random_seed(seed)
+
+
+def start():
+    """`setup()` for an entry script, first thing: where the backend is unavailable, one line
+    on stderr and exit code 2."""
+    try:
+        setup()
+    except Unavailable as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        sys.exit(2)

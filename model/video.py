@@ -6,6 +6,7 @@ import shutil
 
 import av
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from model.files import atomic_path, writing
 
@@ -41,14 +42,11 @@ def write_run_video(config, step, truth, rollout):
 
 def side_by_side(truth, prediction, captions=None, title=""):
     """`(T, H, W, C)` each in [0, 1] (C 1 or 3) -> `(T, s H, 2 s W + GAP, 3)` uint8, truth
-    left, each frame scaled up `s = PANEL // H` times (32 px: 6 times). Converted to uint8
-    before scaling up, so the large frames never exist as floats. With `captions`, one
+    left, each frame scaled up `s = PANEL // H` times (`to_pixels`). With `captions`, one
     `(left, right)` pair of strings per frame, a band above the panels holds `title` on its
     first line and each frame's pair over its panels on the second: `(T, BAND + s H, ...)`."""
     scale = max(1, PANEL // truth.shape[1])
-    small = [(np.clip(p, 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for p in (truth, prediction)]
-    small = [np.repeat(p, 3 // p.shape[-1], axis=-1) for p in small]  # gray as RGB
-    panels = [np.repeat(np.repeat(p, scale, axis=1), scale, axis=2) for p in small]
+    panels = [to_pixels(p, scale) for p in (truth, prediction)]
     gap = np.full((*panels[0].shape[:2], GAP, 3), 255, np.uint8)
     frames = np.concatenate([panels[0], gap, panels[1]], axis=2)
     if captions is None:
@@ -57,11 +55,17 @@ def side_by_side(truth, prediction, captions=None, title=""):
     return np.concatenate([np.stack([bands[pair] for pair in captions]), frames], axis=1)
 
 
+def to_pixels(frames, scale=1):
+    """Frames `(..., H, W, C)` in [0, 1], C 1 or 3, as uint8 RGB `(..., scale H, scale W, 3)`,
+    converted before scaling up, so that large frames never exist as floats."""
+    pixels = (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    pixels = np.repeat(pixels, 3 // pixels.shape[-1], axis=-1)  # gray as RGB
+    return pixels.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
 def _band(title, left, right, width):
     """A `(BAND, width, 3)` white band: `title` on the first line, then `left` over the left
     panel and `right` over the right one."""
-    from PIL import Image, ImageDraw, ImageFont
-
     band = Image.new("RGB", (width, BAND), "white")
     draw = ImageDraw.Draw(band)
     font = ImageFont.load_default(size=FONT)

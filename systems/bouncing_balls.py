@@ -193,3 +193,43 @@ def _paint(pos, vel, centres, radius_sq, frames):
                     frames[b, t, h, w, 0] += mass * red
                     frames[b, t, h, w, 1] += mass
                     frames[b, t, h, w, 2] += mass * blue
+
+
+class Balls:
+    """The simulator as a source of clips, with the interface of `clip_file.Clips`: training
+    batches a function of `(seed, step)`, held-out clips drawn from a seed of their own, any
+    number of them of any length."""
+
+    frame_shape = (32, 32, 3)
+    original = True  # the 2016 original's data: its graphs' habits apply
+    frames = held_out_count = None  # clips of any length, as many as asked for
+    MEAN_CLIPS = 1000  # simulated clips of 10 frames averaged by `mean_frame`
+
+    def __init__(self, num_balls=2, friction=False):
+        self.num_balls, self.friction, self._mean = num_balls, friction, None
+
+    def _generate(self, count, length, rng):
+        return generate(count, length, self.frame_shape[0], self.num_balls, friction=self.friction,
+                        rng=rng)
+
+    def batch(self, seed, step, batch_size, length):
+        """Training step `step`'s clips, float32 `(batch_size, length, 32, 32, 3)`."""
+        return self._generate(batch_size, length, np.random.default_rng([seed, step]))
+
+    def held_out(self, count, length, seed, batch_size=None):
+        """Yield `count` clips of `length` frames simulated from `seed` (an int or a sequence of
+        them), in batches of at most `batch_size` (default: one batch), one stream throughout."""
+        rng = np.random.default_rng(seed)
+        for start in range(0, count, batch_size or count):
+            yield self._generate(min(batch_size or count, count - start), length, rng)
+
+    def mean_frame(self):
+        """The mean frame of simulated clips, float32 `(32, 32, 3)`: a baseline prediction."""
+        if self._mean is None:
+            clips = self._generate(self.MEAN_CLIPS, 10, np.random.default_rng(0))
+            self._mean = clips.mean(axis=(0, 1))
+        return self._mean
+
+    def describe(self):
+        """What a run records of its data."""
+        return {"source": "bouncing balls", "shape": [None, None, *self.frame_shape]}

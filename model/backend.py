@@ -1,14 +1,16 @@
-"""The compiled training step: the one place that knows which Keras backend runs it."""
+"""What runs differently per Keras backend: the compiled training step, compiled rollouts and
+queued dispatch. The one place that knows which backend runs the model."""
 
 import contextlib
-import os
 
 import keras
+
+from model.runtime import small_cpu
 
 
 def make_train_step(model, optimizer, chains=None):
     """Return `(step, sync)`: `step(clip) -> loss` trains `model` (with a
-    `training_loss(clip)` method) on one clip `(B, T, 32, 32, 3)`; `sync()` writes the latest
+    `training_loss(clip)` method) on one clip `(B, T, H, W, C)`; `sync()` writes the latest
     weights and optimiser state back into the Keras objects (a no-op on TensorFlow, which
     updates them in place). `chains` is as in `chained_loss`; `None` picks `default_chains()`."""
     optimizer.build(model.trainable_variables)
@@ -21,24 +23,13 @@ def make_train_step(model, optimizer, chains=None):
     raise RuntimeError(f"unsupported Keras backend {backend!r}; use tensorflow or jax")
 
 
-def small_cpu():
-    """Whether this is the machine our thread settings were measured on: TensorFlow on a CPU of
-    at most 2 cores, no GPU."""
-    if keras.backend.backend() != "tensorflow" or (os.cpu_count() or 1) > 2:
-        return False
-    import tensorflow as tf
-
-    return not tf.config.list_physical_devices("GPU")
-
-
 def default_chains():
     """2 on a small CPU (`small_cpu`), else 1.
 
     A step of our small networks is a long chain of small dependent ops, each on one thread
     (`runtime.setup`), which leaves the second core mostly idle; two half-batch chains are
-    independent until their gradients are summed, and TensorFlow runs them side by side: a
-    compiled step takes markedly less time than one chain's on 2 cores (`bench/benchmark.py`:
-    `compiled_step` vs `compiled_step_one_chain`; the README gives the figures)."""
+    independent until their gradients are summed, and TensorFlow runs them side by side
+    (`bench/benchmark.py`: `compiled_step` vs `compiled_step_one_chain`)."""
     return 2 if small_cpu() else 1
 
 

@@ -1,0 +1,74 @@
+"""Frames of a video file, every one stretched to H x W: what clips are cut from.
+
+A video is any file FFmpeg reads as one, whatever its extension, but for text (which FFmpeg
+would draw as ANSI art) and still images. Every decoded frame is kept, in order, whatever the
+frame rate (a 60 fps video gives twice the frames a second of a 30 fps one), and stretched to
+H x W by area averaging: the aspect ratio is not kept. A file FFmpeg reports damaged (a decoder
+error, a concealed frame, an error logged while reading) is refused whole; damage that FFmpeg
+does not notice cannot be found.
+"""
+
+import itertools
+
+import av
+import numpy as np
+
+from systems.errors import DataError
+
+NOT_VIDEO = ("tty", "_pipe")  # name endings of FFmpeg's readers of text and of still images
+
+
+def read_frames(path, size, rgb, count=None):
+    """The first `count` (default all) frames of the video at `path`, stretched to `size` (H, W):
+    uint8 `(T, H, W)`, or `(T, H, W, 3)` with `rgb`. Raises `DataError` for a file that is not a
+    video or that FFmpeg reports damaged."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.PANIC)  # FFmpeg's errors are then counted, none printed
+    try:
+        errors = av.logging.get_last_error()[0]
+        frames = _decode(path, size, "rgb24" if rgb else "gray", count)
+        logged, last = av.logging.get_last_error()
+    finally:
+        av.logging.set_level(level)
+    if logged > errors:
+        raise DataError(f"{path}: damaged ({last[2].strip()})")
+    return np.asarray(frames, np.uint8).reshape(len(frames), *size, *(3,) * rgb)
+
+
+def is_video(path):
+    """Whether `path` is a video that `read_frames` would read."""
+    try:
+        _open(path)[0].close()
+    except DataError:
+        return False
+    return True
+
+
+def _decode(path, size, pixels, count):
+    container, stream = _open(path)
+    frames = []
+    with container:
+        try:
+            for frame in itertools.islice(container.decode(stream), count):
+                if frame.is_corrupt:
+                    raise DataError(f"{path}: damaged (frame {len(frames)} is corrupt)")
+                frames.append(frame.reformat(width=size[1], height=size[0], format=pixels,
+                                             interpolation="AREA").to_ndarray())
+        except av.FFmpegError as error:
+            raise DataError(f"{path}: damaged ({error.strerror})") from None
+    return frames
+
+
+def _open(path):
+    """`(container, its first video stream)`, the decoder set to raise where it would conceal."""
+    try:
+        container = av.open(path, metadata_errors="replace")
+    except (av.FFmpegError, OSError) as error:
+        why = "not a video" if isinstance(error, av.InvalidDataError) else error.strerror
+        raise DataError(f"{path}: {why}") from None
+    streams = [stream for stream in container.streams.video if stream.codec_context]
+    if not streams or container.format.name.endswith(NOT_VIDEO):
+        container.close()
+        raise DataError(f"{path}: not a video")
+    streams[0].codec_context.options = {"err_detect": "explode"}
+    return container, streams[0]
