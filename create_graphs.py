@@ -76,8 +76,8 @@ def load_models(args):
         config = TrainConfig(data=args.data, time_major=args.time_major, seq_length=1,
                              holdout=min(run.config.holdout for run in loaded.values()))
         source = open_source(config, loaded["conv_lstm"].data.get("layout"), print)
-    for name, run in loaded.items():
-        runs.check_model(run, name, None if args.data is None else source.describe())
+    for run in loaded.values():
+        runs.check_data(run, None if args.data is None else source.describe())
     if loaded["conv"].config.seq_start > lstm.seq_start:
         raise cli.UsageError(f"the conv run reads {loaded['conv'].config.seq_start} true frames, "
                              f"more than the ConvLSTM run's {lstm.seq_start}: graph two runs "

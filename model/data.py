@@ -22,6 +22,7 @@ def open_source(config, recorded=None, say=print):
     clips, note = clip_file.open_clips(config.data, config.time_major, config.holdout,
                                        config.seq_length, recorded)
     say(note)
+    clips.check_evaluable()
     clips.verify(lambda total: cli.progress(total=total, unit="B", unit_scale=True,
                                             desc=f"checking {config.data}",
                                             disable=total <= BAR_BYTES))

@@ -83,13 +83,12 @@ def newest(train_dir, skipped, with_optimizer=False):
     return None
 
 
-def load_run(name, train_dir, step=None, pretrained_dir=None, trained_on=None, warn=print):
-    """`Loaded` of the `name` model from `train_dir`: its checkpoint at `step`, or else the
-    newest that loads (each newer one skipped named through `warn`). `train_dir` may also be
+def load_run(name, train_dir, step=None, pretrained_dir=None, warn=print):
+    """`Loaded` of the `name` model (None: either) from `train_dir`: its checkpoint at `step`,
+    or else the newest that loads (each newer one skipped named through `warn`). `train_dir` may also be
     one checkpoint folder; where it holds no checkpoint, the shipped `pretrained_dir/name` is
-    used on the bouncing balls. `trained_on`: the data's description, checked against the
-    run's (`None`: the bouncing balls). Raises `UsageError`, in one line."""
-    flag = f"--{name}_dir"
+    used. Raises `UsageError`, in one line."""
+    flag = f"--{name}_dir" if name else "--train_dir"
     try:
         if os.path.isfile(os.path.join(train_dir, "state.json")):
             loaded = load(train_dir)
@@ -106,32 +105,33 @@ def load_run(name, train_dir, step=None, pretrained_dir=None, trained_on=None, w
         else:
             loaded = newest(train_dir, lambda path, error: warn(
                 f"warning: skipping {path}: it does not load ({error})"))
-            if loaded is None and trained_on is None and pretrained_dir and os.path.isfile(
+            if loaded is None and pretrained_dir and os.path.isfile(
                     os.path.join(pretrained_dir, name, "state.json")):
                 loaded = load(os.path.join(pretrained_dir, name))
     except checkpoint.Damaged as error:
         raise UsageError(f"{train_dir} does not load ({error})") from None
     if loaded is None:
-        raise UsageError(f"no checkpoint of the {name} model in {train_dir}; train one with "
-                         f"`python {MODELS[name].script}`" + ("" if trained_on else
-                         f", or use the shipped weights: {flag} checkpoints/pretrained/{name}"))
-    check_model(loaded, name, trained_on)
+        which = f" of the {name} model" if name else ""
+        raise UsageError(f"no checkpoint{which} in {train_dir}; train one with `python "
+                         f"{MODELS[name or 'conv_lstm'].script}`, or use the shipped weights: "
+                         f"{flag} checkpoints/pretrained/{name or 'conv_lstm'}")
+    if name is not None and loaded.config.model != name:
+        raise UsageError(f"{loaded.path} holds the {MODELS[loaded.config.model].label} model, "
+                         f"not the {MODELS[name].label} model")
     return loaded
 
 
-def check_model(loaded, name, trained_on):
-    """Raise `UsageError` unless `loaded` holds the `name` model, trained on the data
-    `trained_on` describes (`None`: the bouncing balls; a file: the same bytes, anywhere)."""
-    if loaded.config.model != name:
-        raise UsageError(f"{loaded.path} holds the {MODELS[loaded.config.model].label} model, "
-                         f"not the {MODELS[name].label} model")
-    ours, theirs = loaded.data.get("fingerprint"), (trained_on or {}).get("fingerprint")
-    if ours and theirs and ours != theirs:
+def check_data(loaded, trained_on):
+    """Raise `UsageError` unless `loaded` was trained on the data `trained_on` describes
+    (`None`: the bouncing balls; a file: the same bytes and layout, anywhere)."""
+    ours, theirs = (tuple(d.get(k) for k in ("fingerprint", "layout"))
+                    for d in (loaded.data, trained_on or {}))
+    if ours[0] and theirs[0] and ours != theirs:
         raise UsageError(f"{loaded.path} was trained on another clips file than --data "
                          f"{trained_on['path']}: {data_changes(loaded.data, trained_on)}")
-    if ours != theirs:
-        on = f"the clips file {loaded.data['path']}" if ours else "the bouncing balls"
-        given = f"--data {trained_on['path']}" if theirs else "the bouncing balls"
+    if ours != theirs:  # one of them the bouncing balls
+        on = f"the clips file {loaded.data['path']}" if ours[0] else "the bouncing balls"
+        given = f"--data {trained_on['path']}" if theirs[0] else "the bouncing balls"
         raise UsageError(f"{loaded.path} was trained on {on}, not on {given}")
 
 

@@ -1,10 +1,39 @@
-"""Test-only helpers: reading what the scripts printed and wrote."""
+"""Test-only helpers: running the scripts in this process, and reading what they printed and
+wrote."""
 
 import csv
+import pathlib
 
+import av
 import numpy as np
 
-PROGRESS = ("evaluating", "study", "conv_lstm:", "conv:")  # progress bars' lines in a log
+from model import checkpoint
+from model.cli import REPO
+from model.config import MODELS
+from model.training import main
+
+ROOT = REPO
+FLAGS = ["--max_step", 4, "--save_every", 2, "--log_every", 1, "--batch_size", 2]
+PROGRESS = ("evaluating", "study", "conv_lstm:", "conv:", "checking")  # progress bars' lines
+
+
+def rerun(train_dir, *flags, model="conv"):
+    """A training script (`main_conv.py` by default) over `train_dir` with `FLAGS`, later flags
+    overriding, in this process; its exit code."""
+    return main(MODELS[model].defaults, "",
+                [str(f) for f in ["--train_dir", train_dir, *FLAGS, *flags]])
+
+
+def steps_in(train_dir):
+    """The steps of the checkpoints in `train_dir`, oldest first."""
+    return [checkpoint.read_state(p)["step"] for p in checkpoint.list_checkpoints(train_dir)]
+
+
+def one_line(text):
+    """The one line of `text`, asserting it has one and no traceback."""
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
 
 
 def error_lines(stderr):
@@ -13,10 +42,14 @@ def error_lines(stderr):
     return [line for line in lines if line and not line.startswith(PROGRESS)]
 
 
+def files(folder):
+    """`{relative path: bytes}` of every file under `folder`."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in pathlib.Path(folder).rglob("*") if path.is_file()}
+
+
 def probe(path):
     """`(codec, pixel format, frame count, width, height)` of the first video stream of `path`."""
-    import av
-
     with av.open(path) as container:
         stream = container.streams.video[0]
         count = sum(1 for _ in container.decode(stream))
@@ -27,8 +60,6 @@ def probe(path):
 def read_study_csv(path):
     """`(table, original)` as `reproduction_study.run_study` and `read_original` give them, from
     a CSV that `write_csv` wrote (to the 6 significant digits it keeps)."""
-    from model.evaluation import MODELS
-
     table, original = {}, {name: [] for name in MODELS}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
@@ -41,3 +72,30 @@ def read_study_csv(path):
                 curve.append(float(row[name]))
     return ({key: tuple(np.array(c) for c in curves) for key, curves in table.items()},
             {name: np.array(curve) for name, curve in original.items()})
+
+
+# The model's tests: runs on the bouncing balls, built and fed as training builds and feeds them.
+from model import runs  # noqa: E402
+from systems.bouncing_balls import Balls  # noqa: E402
+
+
+def balls_batch(config, step=0):
+    """Training step `step`'s clips of the run `config` on the bouncing balls."""
+    source = Balls(config.num_balls, config.friction)
+    return source.batch(config.seed, step, config.batch_size, config.seq_length)
+
+
+def model_and_optimizer(config):
+    """`config`'s predictor for the bouncing balls' frames, and its Adam, as a fresh run has
+    them."""
+    model = runs.build(config, Balls.frame_shape)
+    return model, runs.build_optimizer(config, model)
+
+
+def logged_steps(train_dir):
+    """The steps of the "loss" scalars TensorBoard reads back from a run's events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(pathlib.Path(train_dir) / "events"))
+    events.Reload()
+    return [scalar.step for scalar in events.Scalars("loss")]

@@ -6,28 +6,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import create_graphs
-from tests.helpers import error_lines
 from create_graphs import GIF_BAND, GIF_GAP, GIF_SEQUENCES, GIF_SIDE
-from model import evaluation
+from model import evaluation, runs
+from model.config import MODELS
+from systems.bouncing_balls import Balls
+from tests.helpers import ROOT, error_lines
 
 CONTEXT = 5  # the ConvLSTM's true frames
 GIF_SCALE = GIF_SIDE // 32
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
 SIDE = 32 * GIF_SCALE + GIF_GAP  # one panel of the GIF with its margins
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    return {n: evaluation.load_checkpoint(n, os.path.join(SHIPPED, n))[0]
-            for n in create_graphs.MODELS}
+    return {n: runs.load(os.path.join(SHIPPED, n)).model for n in MODELS}
 
 
 def graphs(tiny_runs, out, *extra):
@@ -41,7 +41,8 @@ def test_writes_csv_figures_and_gif(tiny_runs, tmp_path):
     assert graphs(tiny_runs, tmp_path / "g") == 0
     lines = (tmp_path / "g.csv").read_text().splitlines()
     header = lines[0].split(",")
-    assert header[:5] == ["step", "conv_lstm", "conv", "conv_lstm_2016", "conv_2016"]
+    assert header[:7] == ["step", "conv_lstm", "conv", "conv_lstm_2016", "conv_2016",
+                          "copy_last", "mean_frame"]
     assert {"conv_lstm_ci95", "conv_2016_ci95", "conv_psnr", "conv_lstm_ssim",
             "conv_ssim_ci95"} <= set(header)
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]
@@ -58,16 +59,18 @@ def _sse(prediction, truth):
     return np.sum((np.asarray(prediction) - truth) ** 2, axis=(-3, -2, -1))
 
 
-def test_alignments_are_what_they_say(shipped):
+def test_alignments_and_baselines_are_what_they_say(shipped):
     n, horizon, seed = 6, 3, 11
-    results = create_graphs.evaluate(shipped, n, horizon, seed, n)
-    clips = create_graphs.eval_clips(n, CONTEXT + 1 + horizon, np.random.default_rng(seed))
+    results = create_graphs.evaluate(shipped, Balls(), n, horizon, seed, n)
+    clips = next(Balls().held_out(n, CONTEXT + 1 + horizon, seed))
     lstm, conv = shipped["conv_lstm"], shipped["conv"]
     want = {  # step 0 of each series: the model's input, the frame it is compared with
         "conv_lstm": _sse(lstm.rollout(clips[:, :CONTEXT], 1)[:, 0], clips[:, CONTEXT]),
         "conv": _sse(conv.rollout(clips[:, CONTEXT - 1 : CONTEXT], 1)[:, 0], clips[:, CONTEXT]),
         "conv_lstm_2016": _sse(lstm.rollout(clips[:, :CONTEXT], 2)[:, 1], clips[:, CONTEXT + 1]),
         "conv_2016": _sse(conv.rollout(clips[:, :1], 1)[:, 0], clips[:, 1]),
+        "copy_last": _sse(clips[:, CONTEXT - 1], clips[:, CONTEXT]),
+        "mean_frame": _sse(Balls().mean_frame(), clips[:, CONTEXT]),
     }
     for series, errors in want.items():
         np.testing.assert_allclose(results[series]["sse"][:, 0], errors, rtol=1e-4, err_msg=series)
@@ -77,9 +80,8 @@ def test_alignments_are_what_they_say(shipped):
 
 def test_gif_shows_truth_and_both_rollouts(shipped):
     horizon, seed = 3, 4
-    examples = create_graphs.rollout_examples(shipped, horizon, seed)
-    clips = create_graphs.eval_clips(GIF_SEQUENCES, CONTEXT + 1 + horizon,
-                                     np.random.default_rng(seed))
+    examples = create_graphs.rollout_examples(shipped, Balls(), horizon, seed)
+    clips = next(Balls().held_out(GIF_SEQUENCES, CONTEXT + 1 + horizon, seed))
     np.testing.assert_array_equal(examples[:, 0], clips[:, CONTEXT : CONTEXT + horizon])
     lstm = shipped["conv_lstm"].rollout(clips[:, :CONTEXT], horizon)
     np.testing.assert_allclose(examples[:, 1], lstm, atol=1e-5)
@@ -171,7 +173,7 @@ def test_unwritable_out_exits_2_before_evaluating(tmp_path, capfd, monkeypatch, 
     out = {"under_a_file": tmp_path / "file" / "g", "proc": "/proc/no_such_dir/g"}.get(where)
     if where == "read_only":
         out = os.path.join(request.getfixturevalue("read_only_folder"), "g")
-    monkeypatch.setattr(create_graphs, "load_run", _never)
+    monkeypatch.setattr(runs, "load_run", _never)
     monkeypatch.setattr(create_graphs, "evaluate", _never)
     main = functools.partial(create_graphs.main, ["--out", str(out)])
     assert (as_nobody(main) if where == "read_only" and os.geteuid() == 0 else main()) == 2
@@ -251,10 +253,15 @@ def test_ssim_is_wang_et_al_with_an_11x11_gaussian_window():
 
 
 def test_gif_marks_mixed_weights_in_red():
-    paths = {"conv_lstm": "/runs/lstm/ckpt-0000002", "conv": os.path.join(SHIPPED, "conv")}
-    _, mark = create_graphs.describe_weights(paths, {"conv_lstm": 2, "conv": 200_000}, SHIPPED)
+    def run(path, step):
+        return types.SimpleNamespace(path=path, step=step)
+
+    loaded = {"conv_lstm": run("/runs/lstm/ckpt-0000002", 2),
+              "conv": run(os.path.join(SHIPPED, "conv"), 200_000)}
+    _, mark = create_graphs.describe_weights(loaded, SHIPPED)
     assert mark == "MIXED WEIGHTS: ConvLSTM step 2, conv step 200,000 (shipped)"
-    assert create_graphs.describe_weights(paths, dict.fromkeys(paths, 2), "/runs")[1] == ""
+    same = {n: run(r.path, 2) for n, r in loaded.items()}
+    assert create_graphs.describe_weights(same, "/runs")[1] == ""
     examples = np.zeros((GIF_SEQUENCES, 3, 2, 32, 32, 3))
     plain = create_graphs.gif_frames(examples, CONTEXT)
     marked = create_graphs.gif_frames(examples, CONTEXT, mark)
@@ -270,9 +277,10 @@ def test_gif_marks_mixed_weights_in_red():
     (["--num_sequences", "1"], "--num_sequences must be an integer of at least 2"),
     (["--horizon", "3000"], "--horizon must be at most 200"),
     (["--conv_step", "-5"], "--conv_step must be an integer of at least 0"),
+    (["--time_major"], "--time_major applies to --data only"),
 ])
 def test_bad_flags_exit_2_before_loading(tmp_path, capsys, monkeypatch, flags, message):
-    monkeypatch.setattr(create_graphs, "load_run", _never)
+    monkeypatch.setattr(runs, "load_run", _never)
     assert create_graphs.main([*flags, "--out", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
