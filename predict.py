@@ -54,6 +54,9 @@ def parse_flags(argv=None):
         raise UsageError("--clip needs INPUT, a .npy/.npz of clips")
     name = os.path.splitext(os.path.basename(args.input or f"simulated_seed{args.seed}"))[0]
     args.out = cli.out_prefix(args.out or os.path.join(cli.REPO, "results", ""), name + "_future")
+    if args.input and os.path.abspath(args.input) in {os.path.abspath(args.out + e) for e in (
+            ".npy", ".mp4")}:
+        raise UsageError(f"--out {args.out} would overwrite the input {args.input}")
     return args
 
 
@@ -74,8 +77,8 @@ def read_clip(args, run, need):
         return frames.reshape(len(frames), *frame).astype(np.float32) / 255
     if args.clip is not None:
         clips, _ = clip_file.open_clips(args.input, recorded=run.data.get("layout"))
-        if args.clip >= len(clips):
-            raise UsageError(f"--clip {args.clip}: {args.input} holds {len(clips)} clips")
+        if args.clip >= clips.shape[0]:
+            raise UsageError(f"--clip {args.clip}: {args.input} holds {clips.shape[0]} clips")
         clip = clips.window([args.clip], [0], clips.frames)[0]
     else:
         clip = _one_clip(args.input)
@@ -88,9 +91,11 @@ def read_clip(args, run, need):
 def _one_clip(path):
     """The one clip `(T, H, W[, C])` of a `.npy`/`.npz`, float32 `(T, H, W, C)` in [0, 1]."""
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            array = stored[stored.files[0]] if isinstance(stored, np.lib.npyio.NpzFile) else stored
-            array = np.asarray(array)
+        stored = np.load(path, allow_pickle=False)
+        if isinstance(stored, np.lib.npyio.NpzFile):
+            with stored:
+                stored = stored[stored.files[0]]
+        array = np.asarray(stored)
     except (ValueError, OSError, EOFError) as error:
         raise UsageError(f"{path}: not a readable .npy/.npz ({error})") from None
     if not (array.ndim == 3 or array.ndim == 4 and array.shape[-1] in (1, 3)):
@@ -159,5 +164,10 @@ def write(args, run, seen, prediction, truth):
     print(f"wrote {args.out}.npy ({frames} frames) and {args.out}.mp4")
 
 
+def main(argv=None):
+    """The exit code (`cli.EXIT_CODES`); nothing is written unless all of it is."""
+    return cli.run_script("predict.py", lambda: run_predict(argv), "nothing written")
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_script("predict.py", run_predict, "nothing written"))
+    sys.exit(main())

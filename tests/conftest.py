@@ -37,8 +37,8 @@ def shared(tmp_path_factory, name, build):
 
 def tiny_config(name, train_dir, **changes):
     """The `name` model's defaults for a tiny run in `train_dir`: batch 2, steps 1-5."""
-    return dataclasses.replace(MODELS[name].defaults, train_dir=str(train_dir), max_step=5,
-                               **{**TINY, **changes})
+    return dataclasses.replace(MODELS[name].defaults, train_dir=str(train_dir),
+                               **{"max_step": 5, **TINY, **changes})
 
 
 @pytest.fixture(scope="session")

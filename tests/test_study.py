@@ -10,63 +10,66 @@ import numpy as np
 import pytest
 
 import reproduction_study as study
-from model import checkpoint, evaluation
 from conftest import TINY
-from model.training import CONV, UsageError, main
-from tests.helpers import read_study_csv as read_csv
+from model import evaluation, runs
+from model.cli import UsageError
+from model.config import MODELS
+from systems.bouncing_balls import Balls
+from tests.helpers import ROOT, read_study_csv as read_csv, rerun, steps_in
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(ROOT)
+SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
 
 
-def steps_in(train_dir):
-    return [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(train_dir)]
+def load_pair(folder):
+    """Both models' checkpoints under `folder/<model>`, loaded."""
+    return {n: runs.load(os.path.join(folder, n)).model for n in MODELS}
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_runs):
+def tiny(tiny_runs):
     """The shared tiny runs (`conftest.py`): checkpoints at 2 and 4 (milestones), 3, 5."""
     return Path(tiny_runs["conv"]).parent
 
 
 @pytest.fixture(scope="module")
-def study_dir(runs, tmp_path_factory):
+def study_dir(tiny, tmp_path_factory):
     """The runs' milestones as a study's seed 0 and seed 1 (copies)."""
     root = tmp_path_factory.mktemp("study")
-    for name in evaluation.MODELS:
+    for name in MODELS:
         for seed in (0, 1):
             for step in (2, 4):
-                shutil.copytree(runs / name / f"ckpt-{step:07d}",
+                shutil.copytree(tiny / name / f"ckpt-{step:07d}",
                                 root / name / f"seed{seed}" / f"ckpt-{step:07d}")
     return root
 
 
-def test_milestones_survive_the_keep_rule(runs):
+def test_milestones_survive_the_keep_rule(tiny):
     # saves at 2 (milestone), 3, 4 (milestone), 5: the newest two are 4 and 5
-    assert steps_in(runs / "conv") == [2, 4, 5]
+    assert steps_in(tiny / "conv") == [2, 4, 5]
 
 
-def test_damaged_milestone_is_set_aside_like_any_other(runs, tmp_path, capsys):
-    run = shutil.copytree(runs / "conv", tmp_path / "run")
+def test_damaged_milestone_is_set_aside_like_any_other(tiny, tmp_path, capsys):
+    run = shutil.copytree(tiny / "conv", tmp_path / "run")
     shutil.rmtree(run / "ckpt-0000005")  # the milestone at 4 is now the newest
     weights = run / "ckpt-0000004" / "model.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
-    flags = ["--train_dir", run, "--max_step", 6, *[f"--{k}={v}" for k, v in TINY.items()]]
-    assert main(CONV, "", [str(f) for f in flags]) == 0
+    assert rerun(run, "--max_step", 6, *[f"--{k}={v}" for k, v in TINY.items()]) == 0
     out = capsys.readouterr().out
     assert "ckpt-0000004 does not load" in out and "resuming from step 2" in out
     assert (run / "ckpt-0000004.damaged").is_dir()
     assert steps_in(run) == [2, 4, 6]  # 4 trained again and kept as a milestone
 
 
-def test_load_run_picks_a_chosen_checkpoint(runs):
-    run = str(runs / "conv_lstm")
-    assert evaluation.load_run("conv_lstm", run)[::2] == (os.path.join(run, "ckpt-0000005"), 5)
-    assert evaluation.load_run("conv_lstm", run, step=2)[::2] == (
-        os.path.join(run, "ckpt-0000002"), 2)
+def test_load_run_picks_a_chosen_checkpoint(tiny):
+    run = str(tiny / "conv_lstm")
+    newest, chosen = runs.load_run("conv_lstm", run), runs.load_run("conv_lstm", run, step=2)
+    assert (newest.path, newest.step) == (os.path.join(run, "ckpt-0000005"), 5)
+    assert (chosen.path, chosen.step) == (os.path.join(run, "ckpt-0000002"), 2)
     with pytest.raises(UsageError, match=r"no checkpoint at step 3 \(it has: 2, 4, 5\)"):
-        evaluation.load_run("conv_lstm", run, step=3)
+        runs.load_run("conv_lstm", run, step=3)
     with pytest.raises(UsageError, match="holds the ConvLSTM model, not the conv model"):
-        evaluation.load_run("conv", run)
+        runs.load_run("conv", run)
 
 
 def test_dropped_out_keeps_and_scales():
@@ -79,17 +82,14 @@ def test_dropped_out_keeps_and_scales():
 def test_evaluation_with_input_dropout():
     """With `keep_prob` the models see their true frames through dropout (masks drawn from
     `[seed, 1]`), and are scored against the clean clips."""
-    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "checkpoints", "pretrained")
-    models = {n: evaluation.load_checkpoint(n, os.path.join(shipped, n))[0]
-              for n in evaluation.MODELS}
-    results = evaluation.evaluate(models, 4, 2, 7, 4, quality=False, keep_prob=0.8)
-    clips = evaluation.eval_clips(4, 8, np.random.default_rng(7))
+    models = load_pair(SHIPPED)
+    results = evaluation.evaluate(models, Balls(), 4, 2, 7, 4, quality=False, keep_prob=0.8)
+    clips = next(Balls().held_out(4, 8, 7))
     seen = evaluation.dropped_out(clips[:, :5], 0.8, np.random.default_rng([7, 1]))
     want = models["conv_lstm"].rollout(seen, 3)[:, :2]
     np.testing.assert_allclose(results["conv_lstm"]["sse"], np.sum(
         (np.asarray(want) - clips[:, 5:7]) ** 2, axis=(-3, -2, -1)), rtol=1e-4)
-    clean = evaluation.evaluate(models, 4, 2, 7, 4, quality=False)
+    clean = evaluation.evaluate(models, Balls(), 4, 2, 7, 4, quality=False)
     assert np.all(np.abs(results["conv"]["sse"] / clean["conv"]["sse"] - 1) > 1e-3)
 
 
@@ -131,11 +131,11 @@ def evaluations(monkeypatch):
     dropout) and recorded: the keep probability of each, in order."""
     calls = []
 
-    def fake_evaluate(models, n, horizon, seed, batch_size, quality, keep_prob):
+    def fake_evaluate(models, source, n, horizon, seed, batch_size, quality, keep_prob):
         calls.append(keep_prob)
         base = 10.0 if keep_prob == study.EVAL_KEEP_PROB else 1.0
         return {s: {"sse": np.full((n, horizon), base),
-                    "sse_clipped": np.full((n, horizon), 2 * base)} for s in evaluation.SERIES}
+                    "sse_clipped": np.full((n, horizon), 2 * base)} for s in evaluation.series()}
 
     monkeypatch.setattr(study, "evaluate", fake_evaluate)
     return calls
@@ -144,10 +144,8 @@ def evaluations(monkeypatch):
 def test_study_csv(study_dir, tmp_path, monkeypatch):
     """Rows for every checkpoint, seed, variant, alignment and prediction step; the clean rows
     are `evaluation.evaluate`'s mean errors; a second run writes the same bytes."""
-    from model import train_step
-
     # eager rollouts: 3 sequences do not repay tracing a graph per evaluation
-    monkeypatch.setattr(train_step, "compiled", lambda fn: fn)
+    monkeypatch.setattr(evaluation, "compiled", lambda fn: fn)
     assert run_study(study_dir, tmp_path / "s") == 0
     assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.png"]
     lines = (tmp_path / "s.csv").read_text().splitlines()
@@ -167,12 +165,11 @@ def test_study_csv(study_dir, tmp_path, monkeypatch):
             plain = ours[(key[0], key[1], key[2][:-len("_clipped")] or "clean", *key[3:])]
             assert lstm <= plain[0] * (1 + 1e-6) and conv <= plain[1] * (1 + 1e-6)
 
-    models = {n: evaluation.load_checkpoint(n, str(study_dir / n / "seed1" / "ckpt-0000002"))[0]
-              for n in evaluation.MODELS}
-    results = evaluation.evaluate(models, 3, 8, 2016, 3, quality=False)
+    models = {n: runs.load(str(study_dir / n / "seed1" / "ckpt-0000002")).model for n in MODELS}
+    results = evaluation.evaluate(models, Balls(), 3, 8, 2016, 3, quality=False)
     table, original = read_csv(tmp_path / "s.csv")  # back as the study holds it
     for alignment, suffix in (("2016", "_2016"), ("our", "")):
-        want = [results[name + suffix]["sse"].mean(0) for name in evaluation.MODELS]
+        want = [results[name + suffix]["sse"].mean(0) for name in MODELS]
         np.testing.assert_allclose(table[2, 1, "clean", alignment], want, rtol=1e-5)
     assert len(table) == len(ours) // 8
     np.testing.assert_allclose(original["conv"], study.read_original()["conv"], rtol=1e-5)
@@ -259,7 +256,7 @@ def test_verdict_names_the_seeds(capsys):
     ratio = {0: 2.0, 1: 4.0, 2: 3.0}
     table = {(step, seed, variant, alignment): (lstm[seed], lstm[seed] * ratio[seed])
              for step in (10_000, 200_000) for seed in lstm
-             for variant in study.VARIANTS for alignment in study.ALIGNMENTS}
+             for variant in study.VARIANTS for alignment in study.SUFFIXES}
     steps = np.arange(24.0)
     study.verdict(table, {"conv_lstm": steps + 1, "conv": 1.5 * (steps + 1)})
     out = capsys.readouterr().out
