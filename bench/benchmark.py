@@ -153,14 +153,17 @@ finally:
 """
 
 
-def bench_memory(script, steps, *flags):
-    """Peak resident memory (MB) of a `steps`-step training run of `script` in its own process."""
+def bench_memory(script, steps, *flags, output=None):
+    """Peak resident memory (MB) of a `steps`-step training run of `script` in its own process;
+    its printed lines are appended to the list `output`, where given."""
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run([sys.executable, "-c", PROBE, os.path.join(ROOT, script),
                               "--train_dir", tmp, "--max_step", str(steps), "--save_every",
                               str(steps), *flags], capture_output=True, text=True, cwd=ROOT)
     if run.returncode != 0:
         raise RuntimeError(f"{script} failed (exit {run.returncode}): {run.stderr[-2000:]}")
+    if output is not None:
+        output.append(run.stdout)
     return int(run.stdout.split()[-1]) / 1024
 
 

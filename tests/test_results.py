@@ -25,7 +25,8 @@ SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
 GOLDEN = os.path.join(ROOT, "tests", "data", "shipped_weights_100_sequences.csv")
 FIGURE_CSV = os.path.join(ROOT, "figs", "conv_lstm_vs_conv.csv")
 README_TABLE = ("| step | ConvLSTM, 2016 | conv, 2016 | ConvLSTM, ours | conv, ours | "
-                "PSNR (dB), ours: ConvLSTM / conv | SSIM, ours: ConvLSTM / conv |")
+                "copy last / mean frame | PSNR (dB), ours: ConvLSTM / conv | "
+                "SSIM, ours: ConvLSTM / conv |")
 
 
 def read_csv(path):
@@ -43,14 +44,15 @@ def readme_table():
     rows = {}
     for line in lines[: lines.index("")]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        step, errors, psnr, ssim = int(cells[0]), cells[1:5], cells[5], cells[6]
+        step, errors, pairs = int(cells[0]), cells[1:5], cells[5:8]
         row = {}
         for series, cell in zip(("conv_lstm_2016", "conv_2016", "conv_lstm", "conv"), errors):
             mean, half = cell.split(" ± ")
             row[series] = (mean, half)
-        for key, cell in (("psnr", psnr), ("ssim", ssim)):
-            for series, value in zip(("conv_lstm", "conv"), cell.split(" / ")):
-                row[f"{series}_{key}"] = (value, None)
+        for names, cell in zip((("copy_last", "mean_frame"), ("conv_lstm_psnr", "conv_psnr"),
+                                ("conv_lstm_ssim", "conv_ssim")), pairs):
+            for name, value in zip(names, cell.split(" / ")):
+                row[name] = (value, None)
         rows[step] = row
     assert sorted(rows) == [0, 1, 3, 5, 10, 15, 20]
     return rows
