@@ -127,8 +127,8 @@ def check_data(loaded, trained_on):
     ours, theirs = (tuple(d.get(k) for k in ("fingerprint", "layout"))
                     for d in (loaded.data, trained_on or {}))
     if ours[0] and theirs[0] and ours != theirs:
-        raise UsageError(f"{loaded.path} was trained on another clips file than --data "
-                         f"{trained_on['path']}: {data_changes(loaded.data, trained_on)}")
+        raise UsageError(f"--data {trained_on['path']} is not what {loaded.path} was trained "
+                         f"on: {data_changes(loaded.data, trained_on)}")
     if ours != theirs:  # one of them the bouncing balls
         on = f"the clips file {loaded.data['path']}" if ours[0] else "the bouncing balls"
         given = f"--data {trained_on['path']}" if theirs[0] else "the bouncing balls"

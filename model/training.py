@@ -3,6 +3,7 @@
 `main_conv_lstm.py` and `main_conv.py` differ only in their config's defaults (`config.MODELS`).
 """
 
+import argparse
 import contextlib
 import dataclasses
 import os
@@ -33,9 +34,11 @@ def parse_flags(defaults, argv=None, description=None):
     parser = cli.Parser(description=description, epilog=EPILOG)
     defaults = dataclasses.replace(defaults, train_dir=os.path.join(cli.REPO, defaults.train_dir))
     cli.add_fields(parser, defaults, skip=("model",))
-    args = parser.parse_args(argv)
-    given = [n for n, v in vars(args).items() if v != getattr(defaults, n)]
-    config = dataclasses.replace(defaults, **vars(args))
+    unset = object()  # argparse keeps a value the namespace already holds for a flag not given
+    names = [f.name for f in dataclasses.fields(defaults) if f.name != "model"]
+    args = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(names, unset)))
+    given = {name: value for name, value in vars(args).items() if value is not unset}
+    config = dataclasses.replace(defaults, **given)
     check_values(config, given)
     _check_train_dir(config.train_dir)
     return config

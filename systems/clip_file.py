@@ -7,6 +7,7 @@ Which of the first two axes is time is measured, not trusted (`measure_layout`).
 `held_out_count` clips are never trained on: videos, evaluation and prediction use them.
 """
 
+import contextlib
 import hashlib
 import os
 import zipfile
@@ -44,6 +45,15 @@ class Clips:
         self.shape = (*(array.shape[1::-1] if time_major else array.shape[:2]), *self.frame_shape)
         self.held_out_count = held_out_count(self.shape[0], holdout)
         self.frames = self.shape[1]  # per clip
+
+    def check_evaluable(self):
+        """Raise `DataError` unless at least 2 clips are held out, as evaluation needs: what
+        training accepts, evaluation must be able to score."""
+        n = self.shape[0]
+        if self.held_out_count < 2:
+            fix = f"--holdout {np.ceil(150 / n) / 100:g} or more" if n > 2 else "at least 3 clips"
+            raise DataError(f"{self.path}: 1 of its {n} clips is held out, but evaluation needs "
+                            f"2: use {fix}")
 
     def batch(self, seed, step, batch_size, length):
         """Training step `step`'s `batch_size` windows of `length` frames, each from a random
@@ -99,17 +109,17 @@ class Clips:
             digest = hashlib.sha256(repr((array.dtype.str, array.shape, False)).encode())
             data = array.reshape(-1).view(np.uint8) if self._fd is None else None
             chunk = max(1, CHUNK // self._frame_bytes) * self._frame_bytes
-            total_sum, bar = np.zeros(int(np.prod(self.frame_shape))), progress and progress(total)
-            for start in range(0, total, chunk):
-                raw = (data[start : start + chunk] if data is not None else
-                       os.pread(self._fd, min(chunk, total - start), array.offset + start))
-                digest.update(raw)
-                frames = np.frombuffer(raw, array.dtype).reshape(-1, total_sum.size)
-                if array.dtype.kind == "f":
-                    self._check_range(frames)
-                total_sum += self._training_sum(frames, start // self._frame_bytes)
-                bar and bar.update(len(raw))
-            bar and bar.close()
+            total_sum = np.zeros(int(np.prod(self.frame_shape)))
+            with contextlib.closing(progress(total)) if progress else contextlib.nullcontext() as bar:
+                for start in range(0, total, chunk):
+                    raw = (data[start : start + chunk] if data is not None else
+                           os.pread(self._fd, min(chunk, total - start), array.offset + start))
+                    digest.update(raw)
+                    frames = np.frombuffer(raw, array.dtype).reshape(-1, total_sum.size)
+                    if array.dtype.kind == "f":
+                        self._check_range(frames)
+                    total_sum += self._training_sum(frames, start // self._frame_bytes)
+                    bar and bar.update(len(raw))
             trained = (self.shape[0] - self.held_out_count) * self.frames
             scale = 255 if array.dtype == np.uint8 else 1
             self._mean = (total_sum / trained / scale).astype(np.float32).reshape(self.frame_shape)
@@ -161,12 +171,7 @@ def open_clips(path, time_major=None, holdout=0.1, seq_length=2, recorded=None):
     n, t = array.shape[1::-1] if layout else array.shape[:2]
     if problem := _count_problem(n, t, seq_length) or frame_size_problem(*array.shape[2:4]):
         raise DataError(f"{path}: {problem}")
-    clips = Clips(path, array, layout, holdout)
-    if clips.held_out_count < 2:  # what training accepts, evaluation must be able to score
-        fix = f"--holdout {np.ceil(150 / n) / 100:g} or more" if n > 2 else "at least 3 clips"
-        raise DataError(f"{path}: --holdout {holdout} holds out 1 of its {n} clips, but "
-                        f"evaluation needs 2: use {fix}")
-    return clips, note
+    return Clips(path, array, layout, holdout), note
 
 
 def _choose_layout(path, array, flag, recorded):
@@ -182,6 +187,10 @@ def _choose_layout(path, array, flag, recorded):
                             f"{LAYOUTS[measured]} ({said})")
     if measured is not None:
         return measured, f"{path}: read as {LAYOUTS[measured]}, measured ({said})"
+    if None not in given.values() and flag != given["the run's recorded layout"]:
+        raise DataError(f"{path}: --time_major says {LAYOUTS[flag]}, but the run recorded "
+                        f"{LAYOUTS[not flag]} and the data do not show which axis is time "
+                        f"({said}); drop --time_major")
     chosen = next((v for v in given.values() if v is not None), False)
     return chosen, (f"{path}: the data do not show which axis is time ({said}); read as "
                     f"{LAYOUTS[chosen]}" + (", as --time_major says" if flag else
@@ -208,7 +217,7 @@ def measure_layout(array):
     d0, d1 = differences
     if not (np.isfinite(d0) and np.isfinite(d1)) or max(d0, d1) < 1e-3:
         return None, (d0, d1)
-    time_major = d0 < CLEAR * d1 if d0 < d1 else (False if d1 < CLEAR * d0 else None)
+    time_major = True if d0 < CLEAR * d1 else False if d1 < CLEAR * d0 else None
     return time_major, (d0, d1)
 
 

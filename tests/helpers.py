@@ -99,3 +99,36 @@ def logged_steps(train_dir):
     events = EventAccumulator(str(pathlib.Path(train_dir) / "events"))
     events.Reload()
     return [scalar.step for scalar in events.Scalars("loss")]
+
+
+# The clips files' tests: small clips with a layout the data show.
+def waves(n, t, side=8, channels=None, seed=0):
+    """uint8 clips `(n, t, side, side[, channels])`: a plane wave per clip, of its own direction
+    and phase, moving 0.3 rad a frame: neighbouring frames far more alike than neighbouring
+    clips, as in footage."""
+    rng = np.random.default_rng(seed)
+    angle, phase = rng.uniform(0, 2 * np.pi, (2, n, 1, 1, 1, 1))
+    y, x, c = np.meshgrid(*(np.arange(s) for s in (side, side, channels or 1)), indexing="ij")
+    time = 0.3 * np.arange(t)[:, None, None, None]
+    wave = np.sin((np.cos(angle) * x + np.sin(angle) * y) * 2 * np.pi / side + phase + 2 * c
+                  + time)
+    clips = np.round(127.5 * (1 + wave)).astype(np.uint8)  # (n, t, side, side, C)
+    return clips if channels else clips[..., 0]
+
+
+def save_clips(path, clips, time_major=False):
+    """`clips` `(N, T, ...)` saved as a `.npy` at `path`, stored `(T, N, ...)` where `time_major`;
+    the path as a string."""
+    np.save(path, np.ascontiguousarray(np.swapaxes(clips, 0, 1)) if time_major else clips)
+    return str(path)
+
+
+def logged_losses(train_dir):
+    """The "loss" values of every event file of a run, in order, as written (float32): those
+    of steps a killed run trained past its last checkpoint too."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    events = [event for path in sorted((pathlib.Path(train_dir) / "events").iterdir())
+              for event in LegacyEventFileLoader(str(path)).Load()]
+    return [value.simple_value for event in events for value in event.summary.value
+            if value.tag == "loss"]

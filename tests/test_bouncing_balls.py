@@ -1,11 +1,15 @@
+import json
 import time
 
 import numpy as np
 import pytest
 
-from model.training import CONV_LSTM, UsageError, parse_flags
+import create_graphs
+from model.cli import UsageError
+from model.config import MODELS
+from model.training import parse_flags
 from systems import bouncing_balls as bb
-from systems.bouncing_balls import generate, simulate
+from systems.bouncing_balls import Balls, generate, simulate
 from tests import bouncing_balls_numpy as reference
 
 R = bb.RADIUS
@@ -203,10 +207,10 @@ def test_many_batches_at_the_most_balls():
 
 
 def test_num_balls_flag_accepts_exactly_the_reliable_counts(tmp_path):
-    flags = ["--train_dir", str(tmp_path / "run")]
-    assert parse_flags(CONV_LSTM, [*flags, "--num_balls", str(bb.max_balls())])[0].num_balls == 5
+    flags, defaults = ["--train_dir", str(tmp_path / "run")], MODELS["conv_lstm"].defaults
+    assert parse_flags(defaults, [*flags, "--num_balls", str(bb.max_balls())]).num_balls == 5
     with pytest.raises(UsageError, match=r"--num_balls 6 do not fit reliably .*\(at most 5\)"):
-        parse_flags(CONV_LSTM, [*flags, "--num_balls", str(bb.max_balls() + 1)])
+        parse_flags(defaults, [*flags, "--num_balls", str(bb.max_balls() + 1)])
     assert not (tmp_path / "run").exists()
 
 
@@ -235,3 +239,52 @@ def test_impossible_requests_raise_quickly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(**args)
     assert time.perf_counter() - start < 5.0
+
+
+def test_balls_are_a_source_of_clips_as_a_clips_file_is():
+    balls = Balls(num_balls=3, friction=True)
+    for seed, step in ((0, 0), (0, 1), (5, 0)):
+        np.testing.assert_array_equal(balls.batch(seed, step, 2, 4), generate(
+            2, 4, num_balls=3, friction=True, rng=np.random.default_rng([seed, step])))
+    rng = np.random.default_rng(7)  # one stream through the batches
+    want = [generate(n, 3, num_balls=3, friction=True, rng=rng) for n in (2, 2, 1)]
+    held_out = list(balls.held_out(5, 3, seed=7, batch_size=2))
+    assert [len(batch) for batch in held_out] == [2, 2, 1]
+    for batch, expected in zip(held_out, want):
+        np.testing.assert_array_equal(batch, expected)
+    assert balls.frame_shape == (32, 32, 3) and balls.original
+    assert balls.frames is None and balls.held_out_count is None
+    assert balls.describe() == {"source": "bouncing balls", "shape": [None, None, 32, 32, 3]}
+
+
+def test_the_mean_frame_is_that_of_1000_simulated_clips_of_seed_0():
+    x, v = (values[:, 0] for values in simulate(1000, 1, rng=0))  # the starts of seed 0
+    pos, vel = reference.trajectories(x, v, 10, R)
+    want = np.mean([reference.render(p, u, 32, R) for p, u in zip(np.split(pos, 10),
+                                                                   np.split(vel, 10))],
+                   axis=(0, 1, 2))
+    mean = Balls().mean_frame()
+    assert mean.shape == (32, 32, 3) and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, want, atol=1e-6)
+    assert np.abs(Balls(num_balls=1).mean_frame() - mean).max() > 0.05
+
+
+def test_graphs_of_the_balls_show_both_alignments_and_both_baselines(tiny_runs, tmp_path, capsys):
+    assert create_graphs.main(["--conv_lstm_dir", tiny_runs["conv_lstm"], "--conv_dir",
+                               tiny_runs["conv"], "--num_sequences", "3", "--horizon", "4",
+                               "--out", str(tmp_path / "g")]) == 0
+    stdout = capsys.readouterr().out
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["alignments"] == {
+        "_2016": "2016 alignment: ConvLSTM in 0-4, step 0 = frame 6; conv in 0, step 0 = frame 1",
+        "": "our alignment: ConvLSTM in 0-4, conv in 4, step 0 = frame 5"}
+    assert record["series"] == ["conv_lstm", "conv", "conv_lstm_2016", "conv_2016", "copy_last",
+                                "mean_frame"]
+    assert "ours: frames 5.. for both" in stdout and "2016: ConvLSTM 6.., conv 1.." in stdout
+    columns = np.genfromtxt(tmp_path / "g.csv", delimiter=",", names=True)
+    clips = next(Balls().held_out(3, 5 + 4 + 1, seed=2016))  # the evaluation's, seed 2016
+    truth = clips[:, 5:9]
+    copy = np.square(clips[:, 4:5] - truth).sum(axis=(2, 3, 4)).mean(axis=0)
+    mean = np.square(Balls().mean_frame() - truth).sum(axis=(2, 3, 4)).mean(axis=0)
+    np.testing.assert_allclose(columns["copy_last"], copy, rtol=1e-5)
+    np.testing.assert_allclose(columns["mean_frame"], mean, rtol=1e-5)
