@@ -4,8 +4,8 @@ beside two baselines: copying the last input frame, and the training clips' mean
 Both models see the same clips (`model/evaluation.py` says which frames each gets and
 predicts): simulated bouncing balls, or with --data the clips both runs held out of training,
 every frame after the ConvLSTM's context. On the bouncing balls a second alignment repeats
-the 2016 code's video graphs. Writes `<out>.csv`, `<out>.png` (the 2016 alignment, beside the original's figure on the
-bouncing balls, and ours), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder
+the 2016 code's video graphs. Writes `<out>.csv`, `<out>.png` (the 2016 alignment, beside the
+original's figure on the bouncing balls, and ours), `<out>_psnr_ssim.png`, `<out>.json` and `rollouts.gif` in the folder
 of `--out`: by default `results/` in this repository.
 """
 

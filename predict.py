@@ -23,7 +23,6 @@ runtime.start()  # first: Keras and its backend, quietly
 import numpy as np  # noqa: E402
 
 from model import cli, files, runs, video  # noqa: E402
-from model.backend import compiled  # noqa: E402
 from model.cli import UsageError  # noqa: E402
 from model.config import MODELS  # noqa: E402
 from model.evaluation import MAX_HORIZON, metrics  # noqa: E402
@@ -111,7 +110,7 @@ def predict(run, clip, start, frames):
     """`(context, prediction)`: the `context` frames read from `start`, and the model's
     `frames` predictions after them, float32."""
     context = clip[start : start + run.model.context]
-    prediction = compiled(run.model.rollout)(context[None], frames)
+    prediction = run.model.rollout(context[None], frames)  # eager: one call repays no tracing
     return context, np.asarray(prediction)[0]
 
 
@@ -138,7 +137,8 @@ def run_predict(argv=None):
                          f"{context} from frame {args.start} (--start)")
     frames = args.frames or len(clip) - args.start - context or trained
     if frames > MAX_HORIZON:
-        print(f"--frames {frames} capped at {MAX_HORIZON}: the rollout is one compiled graph")
+        print(f"--frames {frames} capped at {MAX_HORIZON}, the longest rollout create_graphs.py "
+              "scores")
         frames = MAX_HORIZON
     seen, prediction = predict(run, clip, args.start, frames)
     truth = clip[args.start + context : args.start + context + frames]

@@ -23,7 +23,8 @@ from model.cli import UsageError
 from model.config import MODELS
 
 ORIGINAL_FIGURE = os.path.join(cli.REPO, "figs", "original_2016_conv_lstm_vs_conv.png")
-BASELINES = {"copy_last": "copy the last input frame", "mean_frame": "the training clips' mean frame"}
+BASELINES = {"copy_last": "copy the last input frame",
+             "mean_frame": "the training clips' mean frame"}
 MAX_HORIZON = 200  # the rollout is unrolled into one compiled graph
 VALUES_PER_PASS = 2**24  # frame values a forward pass predicts per series: bounds its memory
 
@@ -113,7 +114,8 @@ def _score(models, context, horizon, original, quality, clips, inputs, mean):
     """`metrics` of every series; PSNR and SSIM for the models in our alignment only (what the
     figures show; SSIM is most of an evaluation's time)."""
     pairs = _predict(models, context, horizon, original, clips, inputs, mean)
-    return {name: metrics(*pair, quality=quality and name in MODELS) for name, pair in pairs.items()}
+    return {name: metrics(*pair, quality=quality and name in MODELS)
+            for name, pair in pairs.items()}
 
 
 def dropped_out(frames, keep_prob, rng):

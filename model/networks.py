@@ -1,8 +1,9 @@
 """The predictors: a conv encoder, an optional ConvLSTM core, a deconv decoder.
 
-Frames are floats in [0, 1]: the bouncing balls' `(32, 32, 3)`, or a user's `(H, W, C)`, H and W
-multiples of 4 (two stride-2 layers each way), C output channels. Both predictors step one frame at a time and feed
-their own predictions back after `context` true frames. The layer table:
+Frames are floats in [0, 1]: the bouncing balls' `(32, 32, 3)`, or a user's `(H, W, C)`, H and
+W multiples of 4 (two stride-2 layers each way), C output channels. Both predictors step one
+frame at a time and feed their own predictions back after `context` true frames. The layer
+table:
 
     encoder  conv 3x3 /2 -> 8   conv 3x3 /1 -> 8   conv 3x3 /2 -> 8   conv 1x1 -> 4     (8x8x4)
     core     ConvLSTM 3x3, 4 filters at 8x8 (ConvLSTM model only)

@@ -1,5 +1,5 @@
-"""A user's clips from a NumPy file: a source of clips beside the simulator (`bouncing_balls.Balls`),
-with the same interface.
+"""A user's clips from a NumPy file: a source of clips beside the simulator
+(`bouncing_balls.Balls`), with the same interface.
 
 Clips `(N, T, H, W[, C])`, C = 1 or 3, or stored time first `(T, N, H, W[, C])`, uint8 0-255 or
 float in [0, 1], in a `.npy` (never read whole) or a small `.npz` of one array, never unpickled.
@@ -110,7 +110,8 @@ class Clips:
             data = array.reshape(-1).view(np.uint8) if self._fd is None else None
             chunk = max(1, CHUNK // self._frame_bytes) * self._frame_bytes
             total_sum = np.zeros(int(np.prod(self.frame_shape)))
-            with contextlib.closing(progress(total)) if progress else contextlib.nullcontext() as bar:
+            bar = contextlib.closing(progress(total)) if progress else contextlib.nullcontext()
+            with bar as bar:
                 for start in range(0, total, chunk):
                     raw = (data[start : start + chunk] if data is not None else
                            os.pread(self._fd, min(chunk, total - start), array.offset + start))
@@ -127,7 +128,8 @@ class Clips:
         return self._fingerprint
 
     def _training_sum(self, frames, first):
-        """The sum of those of `frames` (stored frames `first, first + 1, ...`) in training clips."""
+        """The sum of those of `frames` (stored frames `first, first + 1, ...`) in training
+        clips."""
         position = first + np.arange(len(frames))
         clip = position % self._array.shape[1] if self.time_major else \
             position // self._array.shape[1]

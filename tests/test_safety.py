@@ -2,12 +2,11 @@
 start-up errors and signals. Each case is made for real (foreign files in a real folder, a
 second process that holds the lock, a damaged file, a real signal) and must end in one line and
 the right exit code, with nothing of the user's lost. Most run the scripts' `main` in this
-process, on a tiny finished run (steps 1-4, checkpoints at 2 and 4)."""
+process, on a copy of a tiny finished run (`run_dir`: steps 1-4, checkpoints at 2 and 4)."""
 
 import dataclasses
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -16,13 +15,14 @@ import sys
 import pytest
 
 import create_graphs
-from model import checkpoint, training, video
-from model.networks import ConvLSTMPredictor
-from model.cli import REPO
-from model.training import CONV, CONV_LSTM, main
+from model import checkpoint, config, runs, training, video
+from model.cli import UsageError
+from model.config import MODELS
+from systems.bouncing_balls import Balls
+from tests.helpers import ROOT, files, one_line, rerun
 
-FLAGS = ["--max_step", 4, "--save_every", 2, "--log_every", 1, "--batch_size", 2]
-SHIPPED = os.path.join(REPO, "checkpoints", "pretrained")
+CONV = MODELS["conv"].defaults
+SHIPPED = os.path.join(ROOT, "checkpoints", "pretrained")
 FOREIGN = {  # a user's folder: no run of ours, though some names look like ours
     "notes.txt": b"mine",
     "videos/holiday.mp4": b"not ours",
@@ -37,37 +37,10 @@ with checkpoint.locked(sys.argv[1]):
 """
 
 
-def rerun(train_dir, *flags, defaults=CONV):
-    """A training script (`main_conv.py`) over `train_dir` with `FLAGS`, later flags
-    overriding, in this process; its exit code."""
-    return main(defaults, "", [str(f) for f in ["--train_dir", train_dir, *FLAGS, *flags]])
-
-
-def one_line(text):
-    lines = text.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in text, text
-    return lines[0]
-
-
-def files(folder):
-    """`{relative path: bytes}` of every file under `folder`."""
-    return {str(path.relative_to(folder)): path.read_bytes()
-            for path in pathlib.Path(folder).rglob("*") if path.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    train_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert rerun(train_dir) == 0
-    return train_dir
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    return shutil.copytree(finished, tmp_path / "run")
-
-
-def test_fresh_removes_only_what_runs_of_ours_wrote(finished, tmp_path, capsys):
+def test_fresh_removes_only_what_runs_of_ours_wrote_and_starts_over(finished, tmp_path, capsys):
+    """`--fresh` with another seed: no refusal, no resume, nothing of the old run left to be
+    resumed or shown later (its step-4 checkpoint would be newer than the new run's), and
+    nothing of the user's touched."""
     home = tmp_path / "home"
     for name, data in FOREIGN.items():
         (home / name).parent.mkdir(parents=True, exist_ok=True)
@@ -78,22 +51,25 @@ def test_fresh_removes_only_what_runs_of_ours_wrote(finished, tmp_path, capsys):
     shutil.copytree(home / "ckpt-0000002", home / "ckpt-0000001.damaged")
     first = files(home)
     assert rerun(home, "--fresh", "--seed", 1, "--max_step", 2) == 0
-    assert "--fresh: removed 7 checkpoints, videos and event files" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--fresh: removed 7 checkpoints, videos and event files" in out
+    assert "resuming" not in out
     second = files(home)
     ours = {n for n in second if n not in FOREIGN}
     assert {n: second[n] for n in FOREIGN} == FOREIGN
     events = [n for n in ours if n.startswith("events/")]
-    assert sorted(ours - set(events)) == ["ckpt-0000002/model.weights.h5", "ckpt-0000002/state.json",
-                                          "ckpt-0000002/train_state.h5", "videos/latest.mp4",
-                                          "videos/step_0000002.mp4"]
+    assert sorted(ours - set(events)) == [
+        "ckpt-0000002/model.weights.h5", "ckpt-0000002/state.json", "ckpt-0000002/train_state.h5",
+        "videos/latest.mp4", "videos/step_0000002.mp4"]
     assert len(events) == 1 and events[0] not in first  # the old run's events went
-    assert json.loads(second["ckpt-0000002/state.json"])["config"]["seed"] == 1
+    loaded = runs.load(home / "ckpt-0000002", with_optimizer=True)
+    assert loaded.config.seed == 1 and int(loaded.optimizer.iterations) == 2  # Adam started over
 
 
 @pytest.fixture
 def holder(run_dir):
     """Another process holding `run_dir`'s lock through `checkpoint.locked`."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "held\n"
     yield proc
@@ -123,23 +99,24 @@ def test_the_lock_holds_while_its_holder_lives_even_when_its_file_is_deleted(run
     assert checkpoint.list_checkpoints(run_dir)[-1].endswith("ckpt-0000004")
 
 
-@pytest.mark.parametrize("seed", ["-1", "4294967296"])
-def test_a_seed_out_of_range_is_refused_before_the_folder_is_made(tmp_path, capsys, seed):
-    assert rerun(tmp_path / "run", "--seed", seed) == 2
-    assert "--seed must be in 0..4294967295" in one_line(capsys.readouterr().err)
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("kind", ["empty", "dangling_link"])
-def test_an_empty_or_dangling_train_dir_is_one_line_with_the_scripts_name(tmp_path, capfd, kind):
-    target = ""
-    if kind == "dangling_link":
-        target = tmp_path / "link"
-        target.symlink_to(tmp_path / "gone")
-    out = subprocess.run([sys.executable, "main_conv.py", "--train_dir", str(target)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and one_line(out.stderr).startswith("main_conv.py: error: ")
-    assert sorted(os.listdir(tmp_path)) == ([] if kind == "empty" else ["link"])
+@pytest.mark.parametrize("kind, says", [
+    ("empty", "--train_dir is empty: name a folder"),
+    ("dangling_link", "is a link to nowhere"),
+    ("under_a_file", "/file is a file, not a folder"),
+    ("proc", "--train_dir '/proc/run' is not writable"),
+    ("sys", "--train_dir '/sys/run' is not writable"),
+])
+def test_a_train_dir_that_cannot_be_made_is_refused_in_one_line(tmp_path, capsys, kind, says):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    train_dir = {"empty": "", "dangling_link": tmp_path / "link", "under_a_file":
+                 tmp_path / "file" / "run", "proc": "/proc/run", "sys": "/sys/run"}[kind]
+    before = files(tmp_path)
+    assert rerun(train_dir) == 2
+    assert says in one_line(capsys.readouterr().err)
+    assert files(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["file", "link"]
+    with pytest.raises(UsageError):
+        training.parse_flags(CONV, ["--train_dir", str(train_dir)])
 
 
 def test_one_checkpoint_as_train_dir_is_refused_with_the_way_to_train_on(capsys):
@@ -272,19 +249,22 @@ def test_a_newer_versions_config_key_is_refused_and_nothing_set_aside(run_dir, c
     assert sorted(os.listdir(run_dir)) == before
 
 
-def test_a_conv_lstm_clip_with_no_frame_to_score_is_refused(tmp_path, capsys):
-    first_scored = ConvLSTMPredictor(context=5).first_scored()  # the loss's first frame
-    flags = ["--train_dir", str(tmp_path / "run"), "--max_step", "1", "--batch_size", "2",
-             "--seq_length"]
-    assert main(CONV_LSTM, "", [*flags, str(first_scored)]) == 2
+@pytest.mark.parametrize("name", MODELS)
+def test_a_clip_with_no_frame_to_score_is_refused(tmp_path, capsys, name):
+    """The shortest clip the loss scores a frame of: the predictor's first scored frame, and
+    one more."""
+    defaults = MODELS[name].defaults
+    first_scored = runs.build(defaults, Balls.frame_shape).first_scored()
+    assert rerun(tmp_path / "run", "--seq_length", first_scored, model=name) == 2
     line = one_line(capsys.readouterr().err)
     assert f"--seq_length {first_scored} leaves no frame to learn from" in line
     assert not (tmp_path / "run").exists()
-    assert training.parse_flags(CONV_LSTM, [*flags, str(first_scored + 1)])  # one scored frame
+    flags = ["--train_dir", str(tmp_path / "run"), "--seq_length", str(first_scored + 1)]
+    assert training.parse_flags(defaults, flags).seq_length == first_scored + 1
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused(tmp_path, capsys):
-    assert main(CONV, "", ["--train_dir", str(tmp_path / "run"), "--batch_size", "10000000"]) == 2
+    assert rerun(tmp_path / "run", "--batch_size", 10_000_000) == 2
     line = one_line(capsys.readouterr().err)
     assert "--batch_size 10000000 would need about 7,988.2 GB of memory" in line
     assert not (tmp_path / "run").exists()
@@ -305,7 +285,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_a_backend_we_cannot_run_on_is_one_line(tmp_path, script, backend, says):
     out_flag = "--train_dir" if script == "main_conv.py" else "--out"
     out = subprocess.run([sys.executable, "-c", WITHOUT_JAX, script, out_flag, tmp_path / "x"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "KERAS_BACKEND": backend})
     assert out.returncode == 2
     line = one_line(out.stderr)
@@ -316,20 +296,20 @@ def test_a_backend_we_cannot_run_on_is_one_line(tmp_path, script, backend, says)
 def test_defaults_are_the_repositorys_from_any_folder_and_help_shows_them(tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = training.parse_flags(CONV, [])[0]
-    assert config.train_dir == os.path.join(REPO, "checkpoints", "train_store_conv")
+    defaults = training.parse_flags(CONV, [])
+    assert defaults.train_dir == os.path.join(ROOT, "checkpoints", "train_store_conv")
     args = create_graphs.parse_flags(["--out", "figs/conv_lstm_vs_conv"])  # as given, from here
     assert args.out == "figs/conv_lstm_vs_conv"
     assert (args.conv_lstm_dir, args.pretrained_dir) == (
-        os.path.join(REPO, "checkpoints", "train_store_conv_lstm"), SHIPPED)
+        os.path.join(ROOT, "checkpoints", "train_store_conv_lstm"), SHIPPED)
     helps = {}
     for name, parse in (("training", lambda: training.parse_flags(CONV, ["--help"])),
                         ("create_graphs", lambda: create_graphs.parse_flags(["--help"]))):
         with pytest.raises(SystemExit):
             parse()
         helps[name] = " ".join(capsys.readouterr().out.split())
-    text = {f.name: f.metadata["help"] for f in dataclasses.fields(training.TrainConfig)}
-    assert f"--train_dir TRAIN_DIR {text['train_dir']} (default: {REPO}/checkpoints/" \
+    text = {f.name: f.metadata["help"] for f in dataclasses.fields(config.TrainConfig)}
+    assert f"--train_dir TRAIN_DIR {text['train_dir']} (default: {ROOT}/checkpoints/" \
            "train_store_conv)" in helps["training"] and "(default: 16)" in helps["training"]
     assert "(default: 1200)" in helps["create_graphs"]
-    assert f"(default: {REPO}/results/conv_lstm_vs_conv;" in helps["create_graphs"]
+    assert f"(default: {ROOT}/results/conv_lstm_vs_conv;" in helps["create_graphs"]
