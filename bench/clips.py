@@ -14,10 +14,22 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from model import runtime  # noqa: E402
+
+runtime.start()  # first: Keras and its backend, quietly
+
+import numpy as np  # noqa: E402
+from benchmark import bench_memory  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from model import runs  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.data import open_source  # noqa: E402
+from model.evaluation import metrics  # noqa: E402
+
 RESULTS = os.path.join(ROOT, "results")
 RUNS = os.path.join(ROOT, "checkpoints", "train_store_width")
 FRAMES, SIDE = 20, 64  # clips of 20 frames of 64x64, stored time first as Moving MNIST's
@@ -39,8 +51,7 @@ def squares(n=2000, size=16, seed=0):
 
 def digits(n=2000, digit=28, seed=0):
     """Two of scikit-learn's 8x8 digits, scaled up to 28x28, bouncing in each 64x64 clip."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # only here: not among the requirements
 
     rng = np.random.default_rng(seed)
     images = [np.asarray(Image.fromarray(np.uint8(d * 255 / 16)).resize((digit, digit),
@@ -78,16 +89,6 @@ def train(plan):
 def score(widths):
     """Each width's error at `SCORED` predicted frames on the held-out clips, beside both
     baselines; its ms per step and peak memory over 300 steps of a fresh run."""
-    from model import runtime
-
-    runtime.setup()
-    from benchmark import bench_memory
-
-    from model import runs
-    from model.config import TrainConfig
-    from model.data import open_source
-    from model.evaluation import metrics
-
     report = {}
     for width in widths:
         run = runs.load_run("conv_lstm", os.path.join(RUNS, f"w{width}"))
