@@ -220,13 +220,13 @@ def main(argv=None):
     if "data" in parts:
         say("data, batch 16 x 10 frames of 64x64 from a memory-mapped clips file")
         report["data"] = bench_data(args.repeats)
-    for name, config in ((name, kind.defaults) for name, kind in MODELS.items()):
+    for name, kind in MODELS.items():
         if "training" in parts:
             say(f"{name} training step, end to end and compiled")
-            report.setdefault(name, {}).update(bench_training(config, args.repeats))
+            report.setdefault(name, {}).update(bench_training(kind.defaults, args.repeats))
         if "memory" in parts:
             say(f"{name} peak memory of a {args.memory_steps}-step training run")
-            mb = bench_memory(f"main_{name}.py", args.memory_steps)
+            mb = bench_memory(kind.script, args.memory_steps)
             report.setdefault(name, {})["peak_rss_mb"] = mb
     if "data_memory" in parts:
         say(f"ConvLSTM peak memory of a {args.memory_steps}-step run on a 40 MB and a 4 GB file")

@@ -1,11 +1,9 @@
 """Atomic, self-describing checkpoints, which of them are kept, and the lock on a run folder.
 
-A checkpoint is a folder `ckpt-0001000/` holding `model.weights.h5` (Keras's own format,
-loadable with `model.load_weights`), `train_state.h5` (the optimiser's variables and the model's
-non-trainable ones, such as the dropout seed, in order) and `state.json` (step, config, data
-stream). It is written under a temporary name, synced and renamed
-into place, so a crash at any moment leaves either the whole checkpoint or none of it.
-"""
+A checkpoint is a folder `ckpt-0001000/` holding `model.weights.h5` (Keras's own format),
+`train_state.h5` (the optimiser's variables and the model's non-trainable ones, such as the
+dropout seed, in order) and `state.json` (step, config, data stream). It is written under a
+temporary name, synced and renamed into place: a crash leaves the whole checkpoint or none."""
 
 import contextlib
 import errno
@@ -43,18 +41,16 @@ def locked(folder):
     An OS lock (`flock`) on the folder itself, which the kernel releases however the holder
     ends, `kill -9` included, and which no file operation inside the folder can undo;
     `folder/LOCK` only tells a second run who holds it."""
+    path = os.path.join(folder, LOCK)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                with open(os.path.join(folder, LOCK)) as f:
-                    holder = f.read(32).strip() or "unknown"
-            except OSError:
-                holder = "unknown"
+            holder = "unknown"
+            with contextlib.suppress(OSError), open(path) as f:
+                holder = f.read(32).strip() or holder
             raise InUse(f"{folder} is in use by another run (process {holder})") from None
-        path = os.path.join(folder, LOCK)
         with writing(path), open(path, "w") as f:
             f.write(f"{os.getpid()}\n")
         try:
@@ -76,7 +72,10 @@ def save(train_dir, step, model, optimizer, state):
         tmp = tempfile.mkdtemp(prefix=TEMPORARY, dir=train_dir)
         try:
             os.chmod(tmp, 0o777 & ~UMASK)
-            _check_space(tmp, model.weights + variables)
+            # twice the variables' size free, or HDF5 may crash (exit 139) on a full disk
+            need = sum(2 * np.asarray(v).nbytes + 4096 for v in model.weights + variables)
+            if shutil.disk_usage(tmp).free < need:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
             model.save_weights(os.path.join(tmp, "model.weights.h5"))
             with h5py.File(os.path.join(tmp, "train_state.h5"), "w") as f:
                 for i, variable in enumerate(variables):
@@ -109,14 +108,6 @@ def is_milestone(path):
     return bool(every) and state["step"] % every == 0
 
 
-def _check_space(folder, variables):
-    """Raise ENOSPC unless `folder`'s disk holds `variables` twice over, with room for HDF5's
-    headers: HDF5 can crash the process (exit 139) when the disk fills up in mid-write."""
-    need = sum(2 * np.asarray(v).nbytes + 4096 for v in variables)
-    if shutil.disk_usage(folder).free < need:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
-
-
 def step_of(path):
     """The step of checkpoint folder `path` (`.../ckpt-0001000` -> 1000)."""
     return int(PATTERN.match(os.path.basename(path)).group(1))
@@ -124,9 +115,8 @@ def step_of(path):
 
 def list_checkpoints(train_dir):
     """Complete checkpoint folders in `train_dir`, oldest first."""
-    names = sorted(n for n in os.listdir(train_dir) if PATTERN.match(n)) \
-        if os.path.isdir(train_dir) else []
-    return [os.path.join(train_dir, n) for n in names]
+    names = os.listdir(train_dir) if os.path.isdir(train_dir) else []
+    return [os.path.join(train_dir, n) for n in sorted(names) if PATTERN.match(n)]
 
 
 def set_aside(path):
@@ -139,10 +129,9 @@ def set_aside(path):
 
 
 def remove_run(train_dir, others):
-    """Remove what runs of ours wrote in `train_dir`, where it holds a checkpoint of ours (one
-    set aside as damaged counts too): checkpoints, damaged ones and, in each subfolder of
-    `others` (`{name: pattern}`), the files the pattern matches, and the subfolder where that
-    empties it. Anything else stays. Returns how many were removed; raises `CannotWrite`."""
+    """Where `train_dir` holds a checkpoint of ours (a damaged one counts), remove checkpoints,
+    damaged ones and, in each subfolder of `others` (`{name: pattern}`), the files matching its
+    pattern, and the subfolder if emptied; nothing else. Returns the count; raises `CannotWrite`."""
     names = os.listdir(train_dir) if os.path.isdir(train_dir) else []
     if not any(os.path.isfile(os.path.join(train_dir, n, "state.json"))
                for n in names if PATTERN.match(n) or DAMAGED.match(n)):
@@ -189,8 +178,7 @@ def restore(path, model, optimizer=None):
                 for i, variable in enumerate(variables):
                     variable.assign(f[f"{i:04d}"][()])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        text = str(error).split("\n")[0] or type(error).__name__
-        raise Damaged(text) from None
+        raise Damaged(str(error).split("\n")[0] or type(error).__name__) from None
     return read_state(path)
 
 

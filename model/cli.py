@@ -2,7 +2,6 @@
 (`EXIT_CODES`; SIGTERM is handled as Ctrl-C is, so `finally` blocks run), progress."""
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import signal
@@ -98,31 +97,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so it ends as Ctrl-C does."""
 
 
-@contextlib.contextmanager
-def _stoppable():
+def run_script(prog, body, then, failures=()):
+    """`body()`'s exit code (`EXIT_CODES`), with each way out a line on stderr: 2 for
+    `UsageError` and the data's `DataError`, 1 for `files.CannotWrite` and `failures`, 130 /
+    143 on Ctrl-C / SIGTERM, after which `then` says what to do next."""
     def terminate(signum, frame):
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_script(prog, body, then, failures=()):
-    """`body()`'s exit code (`EXIT_CODES`), with each way out a line on stderr: 2 for
-    `UsageError` and the data's `DataError`, 1 for `files.CannotWrite` and `failures`, 130 /
-    143 on Ctrl-C / SIGTERM, after which `then` says what to do next."""
-    try:
-        with _stoppable():
+        try:
             return body()
-    except (UsageError, DataError) as error:
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except (UsageError, DataError, CannotWrite, *failures) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except (CannotWrite, *failures) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, (UsageError, DataError)) else 1
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
         print(f"\n{prog}: {'terminated' if terminated else 'interrupted'}; {then}",

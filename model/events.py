@@ -14,13 +14,11 @@ _OPENED = itertools.count()  # event files opened by this process
 
 class Events:
     """TensorBoard scalars in a new event file under `path`, written with the `tensorboard`
-    package's record format and protocol buffers alone, so a JAX run never loads TensorFlow.
-    Each write is flushed, so a killed run keeps what it logged.
+    package's record format alone (a JAX run never loads TensorFlow), each write flushed.
 
-    A run resumed at `step` starts its file with TensorBoard's restart marker, a
-    `SessionLog.START` at `step + 1`: TensorBoard then drops what earlier files logged from that
-    step on (the steps a killed run trained past its last checkpoint), so each step shows once.
-    Raises `files.CannotWrite`."""
+    The file starts with TensorBoard's restart marker at `step + 1`, so that TensorBoard drops
+    what earlier files logged from there on (the steps a killed run trained past its last
+    checkpoint) and each step shows once. Raises `files.CannotWrite`."""
 
     def __init__(self, path, step):
         from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -33,18 +31,17 @@ class Events:
         with writing(self.path):
             os.makedirs(path, exist_ok=True)
             self._records = RecordWriter(open(self.path, "wb"))
-        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self._write(file_version="brain.Event:2")
         start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-        self._write(event_pb2.Event(wall_time=time.time(), step=step + 1, session_log=start))
+        self._write(step=step + 1, session_log=start)
 
     def scalars(self, step, **values):
-        summary = self._summary_pb2.Summary(
-            value=[self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
-                   for tag, value in values.items()]
-        )
-        self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+        Value = self._summary_pb2.Summary.Value
+        tagged = [Value(tag=tag, simple_value=float(value)) for tag, value in values.items()]
+        self._write(step=step, summary=self._summary_pb2.Summary(value=tagged))
 
-    def _write(self, event):
+    def _write(self, **fields):
+        event = self._event_pb2.Event(wall_time=time.time(), **fields)
         with writing(self.path):
             self._records.write(event.SerializeToString())
             self._records.flush()

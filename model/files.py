@@ -8,17 +8,10 @@ import shutil
 import tempfile
 
 TEMPORARY = ".tmp-"  # name prefix of a file being written (`atomic_path`)
-
-
-def _read_umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 # `tempfile` makes its files and folders private (0600 / 0700); ours get the modes that
-# `open` and `os.mkdir` would have given them.
-UMASK = _read_umask()
+# `open` and `os.mkdir` would have given them. Reading the umask means setting it: put it back.
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 class CannotWrite(Exception):

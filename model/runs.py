@@ -31,7 +31,7 @@ def build(config, frame_shape):
     runtime.set_random_seed(config.seed)
     predictor = getattr(networks, MODELS[config.model].predictor)
     model = predictor(config.seq_start, config.keep_prob, channels=frame_shape[-1],
-                                    width=config.width)
+                      width=config.width)
     model.build((config.batch_size, config.seq_length, *frame_shape))
     return model
 

@@ -34,10 +34,13 @@ def write_run_video(config, step, truth, rollout):
                 for t in range(frames)]
     title = f"{config.model} after {step:,} training steps"
     target = path(config.train_dir, step)
-    with writing(os.path.dirname(target)):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+    folder = os.path.dirname(target)
+    with writing(folder):
+        os.makedirs(folder, exist_ok=True)
     write_mp4(target, side_by_side(truth[0], shown, captions, title))
-    copy_atomic(target, os.path.join(os.path.dirname(target), "latest.mp4"))
+    latest = os.path.join(folder, "latest.mp4")
+    with writing(latest), atomic_path(latest) as tmp:  # never half-written
+        shutil.copyfile(target, tmp)
 
 
 def side_by_side(truth, prediction, captions=None, title=""):
@@ -64,8 +67,7 @@ def to_pixels(frames, scale=1):
 
 
 def _band(title, left, right, width):
-    """A `(BAND, width, 3)` white band: `title` on the first line, then `left` over the left
-    panel and `right` over the right one."""
+    """A white `(BAND, width, 3)` band: `title`, then `left` and `right` over their panels."""
     band = Image.new("RGB", (width, BAND), "white")
     draw = ImageDraw.Draw(band)
     font = ImageFont.load_default(size=FONT)
@@ -74,20 +76,14 @@ def _band(title, left, right, width):
     return np.asarray(band)
 
 
-def write_mp4(path, frames, fps=FPS):
+def write_mp4(path, frames):
     """Encode `(T, H, W, 3)` uint8 frames (H, W even) as H.264/yuv420p at `path`, atomically.
     Raises `CannotWrite`."""
     with writing(path), atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=FPS)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18"}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
-
-
-def copy_atomic(src, dst):
-    """Copy `src` over `dst` so that `dst` is never half-written. Raises `CannotWrite`."""
-    with writing(dst), atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)

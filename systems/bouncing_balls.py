@@ -196,9 +196,8 @@ def _paint(pos, vel, centres, radius_sq, frames):
 
 
 class Balls:
-    """The simulator as a source of clips, with the interface of `clip_file.Clips`: training
-    batches a function of `(seed, step)`, held-out clips drawn from a seed of their own, any
-    number of them of any length."""
+    """The simulator as a source of clips (the interface of `clip_file.Clips`): training batches
+    a function of `(seed, step)`; held-out clips, any number of any length, from their own seed."""
 
     frame_shape = (32, 32, 3)
     original = True  # the 2016 original's data: its graphs' habits apply

@@ -314,13 +314,6 @@ def test_no_run_says_how_to_use_the_shipped_weights(tmp_path, capsys):
     assert len(err) == 1 and "--conv_lstm_dir checkpoints/pretrained/conv_lstm" in err[0], err
 
 
-def test_the_other_models_checkpoint_is_named_in_one_line(tmp_path, capsys):
-    assert create_graphs.main(["--conv_lstm_dir", os.path.join(SHIPPED, "conv"),
-                               "--out", str(tmp_path / "g")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds the conv model, not the ConvLSTM model" in err[0], err
-
-
 def test_progress_reaches_a_log(tiny_runs, tmp_path, capsys):
     assert graphs(tiny_runs, tmp_path / "g") == 0
     err = capsys.readouterr().err  # not a terminal here, as in a log file

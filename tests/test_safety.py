@@ -220,7 +220,7 @@ def test_create_graphs_reads_a_folder_in_use_past_a_newest_checkpoint_that_does_
 
 @pytest.mark.parametrize("change", [
     {"step": "4"}, {"config": {"batch_size": "2"}}, {"config": {"keep_prob": 7}},
-    {"config": {"model": "gan"}}, {"drop": "seed"},
+    {"config": {"model": "gan"}}, {"config": {"width": 0}}, {"drop": "seed"},
 ])
 def test_a_state_json_value_of_the_wrong_type_or_range_damages_the_checkpoint(run_dir, capsys,
                                                                                change):
