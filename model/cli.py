@@ -32,6 +32,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def flag(default, text, **metadata):
+    """A dataclass field that `add_fields` makes a flag of, with help `text`."""
+    return dataclasses.field(default=default, metadata={"help": text, **metadata})
+
+
 def add_fields(parser, defaults, skip=(), only=None):
     """A flag per field of the dataclass `defaults` (those in `only`, where given), its help the
     field's `metadata["help"]` and its default the field's value; booleans are switches."""

@@ -5,45 +5,41 @@ import dataclasses
 
 import numpy as np
 
-from model.cli import UsageError, check_positive, check_seed
+from model.cli import UsageError, check_positive, check_seed, flag
 from systems import bouncing_balls
-
-
-def _flag(default, text, **metadata):
-    return dataclasses.field(default=default, metadata={"help": text, **metadata})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    model: str = _flag(None, "conv_lstm or conv")
-    train_dir: str = _flag(None, "folder for checkpoints, videos/ and TensorBoard events/")
-    seq_length: int = _flag(None, "frames per training clip")
-    seq_start: int = _flag(None, "true frames fed in before the network feeds itself")
-    max_step: int = _flag(200_000, "total training steps; rerun with a larger value to train on")
-    keep_prob: float = _flag(0.8, "keep probability of dropout on the true input frames")
-    lr: float = _flag(0.001, "Adam learning rate")
-    batch_size: int = _flag(16, "clips per step; refused where a run would need more memory "
-                                "than is available")
-    num_balls: int = _flag(2, "bouncing balls per clip")
-    friction: bool = _flag(False, "add slight gravity and drag to the simulator")
-    seed: int = _flag(0, "seeds the weights, the dropout and the data stream")
-    save_every: int = _flag(1000, "steps between checkpoints and rollout videos")
-    log_every: int = _flag(100, "steps between logged losses")
-    keep_every: int = _flag(10_000, "also checkpoint at multiples of this step and keep those "
-                                    "for good (milestones); 0: none")
-    width: int = _flag(1, "every layer's channels times this (1: the original's layer table; "
-                          "2 or 4 for footage richer than two balls)")
-    data: str = _flag(None, "your own clips instead of the simulator's: a .npy (or a small .npz "
-                            "of one array) of clips (N, T, H, W[, C]) or (T, N, H, W[, C]), uint8 "
-                            "or floats in [0, 1], H and W multiples of 4, C 1 or 3; the last "
-                            "--holdout of them are never trained on, for the videos, "
-                            "create_graphs.py and predict.py", type=str)
-    time_major: bool = _flag(None, "--data is stored time first, (T, N, H, W[, C]), as Moving "
-                                   "MNIST's mnist_test_seq.npy; without it the layout is "
-                                   "measured from the data (needed only where they cannot tell)")
-    holdout: float = _flag(0.1, "the share of --data's clips held out, the last by index")
-    fresh: bool = _flag(False, "delete what runs of ours wrote in --train_dir (checkpoints, "
-                               "videos, event files) and start from step 0")
+    model: str = flag(None, "conv_lstm or conv")
+    train_dir: str = flag(None, "folder for checkpoints, videos/ and TensorBoard events/")
+    seq_length: int = flag(None, "frames per training clip")
+    seq_start: int = flag(None, "true frames fed in before the network feeds itself")
+    max_step: int = flag(200_000, "total training steps; rerun with a larger value to train on")
+    keep_prob: float = flag(0.8, "keep probability of dropout on the true input frames")
+    lr: float = flag(0.001, "Adam learning rate")
+    batch_size: int = flag(16, "clips per step; refused where a run would need more memory "
+                               "than is available")
+    num_balls: int = flag(2, "bouncing balls per clip")
+    friction: bool = flag(False, "add slight gravity and drag to the simulator")
+    seed: int = flag(0, "seeds the weights, the dropout and the data stream")
+    save_every: int = flag(1000, "steps between checkpoints and rollout videos")
+    log_every: int = flag(100, "steps between logged losses")
+    keep_every: int = flag(10_000, "also checkpoint at multiples of this step and keep those "
+                                   "for good (milestones); 0: none")
+    width: int = flag(1, "every layer's channels times this (1: the original's layer table; "
+                         "2 or 4 for footage richer than two balls)")
+    data: str = flag(None, "your own clips instead of the simulator's: a .npy (or a small .npz "
+                           "of one array) of clips (N, T, H, W[, C]) or (T, N, H, W[, C]), uint8 "
+                           "or floats in [0, 1], H and W multiples of 4, C 1 or 3; the last "
+                           "--holdout of them are never trained on, for the videos, "
+                           "create_graphs.py and predict.py", type=str)
+    time_major: bool = flag(None, "--data is stored time first, (T, N, H, W[, C]), as Moving "
+                                  "MNIST's mnist_test_seq.npy; without it the layout is "
+                                  "measured from the data (needed only where they cannot tell)")
+    holdout: float = flag(0.1, "the share of --data's clips held out, the last by index")
+    fresh: bool = flag(False, "delete what runs of ours wrote in --train_dir (checkpoints, "
+                              "videos, event files) and start from step 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,18 +29,14 @@ MAX_HORIZON = 200  # the rollout is unrolled into one compiled graph
 VALUES_PER_PASS = 2**24  # frame values a forward pass predicts per series: bounds its memory
 
 
-def _flag(default, text):
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalFlags:
-    num_sequences: int = _flag(1200, "sequences averaged (at least 2, for the intervals; with "
-                                     "--data at most its held-out clips)")
-    seed: int = _flag(2016, "seed of the simulated evaluation sequences")
-    horizon: int = _flag(24, f"predicted frames per sequence (at most {MAX_HORIZON}; with "
-                             "--data at most the frames after the context)")
-    batch_size: int = _flag(200, "sequences per forward pass")
+    num_sequences: int = cli.flag(1200, "sequences averaged (at least 2, for the intervals; "
+                                        "with --data at most its held-out clips)")
+    seed: int = cli.flag(2016, "seed of the simulated evaluation sequences")
+    horizon: int = cli.flag(24, f"predicted frames per sequence (at most {MAX_HORIZON}; with "
+                                "--data at most the frames after the context)")
+    batch_size: int = cli.flag(200, "sequences per forward pass")
 
 
 def add_flags(parser):

@@ -86,8 +86,8 @@ def newest(train_dir, skipped, with_optimizer=False):
 def load_run(name, train_dir, step=None, pretrained_dir=None, warn=print):
     """`Loaded` of the `name` model (None: either) from `train_dir`: its checkpoint at `step`,
     or else the newest that loads (each newer one skipped named through `warn`). `train_dir`
-    may also be one checkpoint folder; where it holds no checkpoint, the shipped `pretrained_dir/name` is
-    used. Raises `UsageError`, in one line."""
+    may also be one checkpoint folder; where it holds no checkpoint, the shipped
+    `pretrained_dir/name` is used. Raises `UsageError`, in one line."""
     flag = f"--{name}_dir" if name else "--train_dir"
     try:
         if os.path.isfile(os.path.join(train_dir, "state.json")):

@@ -61,7 +61,7 @@ def side_by_side(truth, prediction, captions=None, title=""):
 def to_pixels(frames, scale=1):
     """Frames `(..., H, W, C)` in [0, 1], C 1 or 3, as uint8 RGB `(..., scale H, scale W, 3)`,
     converted before scaling up, so that large frames never exist as floats."""
-    pixels = (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    pixels = (np.clip(np.nan_to_num(frames), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # NaN: 0
     pixels = np.repeat(pixels, 3 // pixels.shape[-1], axis=-1)  # gray as RGB
     return pixels.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
