@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 
+import create_graphs
 import predict
 from conftest import tiny_config
 from model import checkpoint, evaluation, runs
@@ -164,9 +165,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, data
     assert sorted(os.listdir(inputs)) == before
 
 
-def test_a_wider_run_is_predicted_at_its_width(tmp_path):
+def test_a_wider_run_is_predicted_and_graphed_at_its_width(tmp_path):
     """A checkpoint of a `--width 2` run (saved untrained: training at width 2 is
-    test_training's), loaded at its width and predicted."""
+    test_training's), loaded at its width, predicted and graphed."""
     config = tiny_config("conv_lstm", tmp_path / "wide", width=2)
     model = runs.build(config, Balls.frame_shape)
     state = {"config": dataclasses.asdict(config), "clips": Balls().describe()}
@@ -179,3 +180,8 @@ def test_a_wider_run_is_predicted_at_its_width(tmp_path):
     clip = next(Balls().held_out(1, CONTEXT + 2, seed=4))
     want = np.asarray(model.rollout(clip[:, :CONTEXT], 2))[0]
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), np.clip(want, 0, 1) * 255, atol=1)
+    assert create_graphs.main(["--conv_lstm_dir", config.train_dir, "--conv_dir",
+                               os.path.join(os.path.dirname(SHIPPED), "conv"), "--num_sequences",
+                               "2", "--horizon", "2", "--out", str(tmp_path / "g")]) == 0
+    with open(tmp_path / "g.json") as f:
+        assert json.load(f)["weights"]["conv_lstm"]["path"] == loaded.path
