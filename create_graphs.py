@@ -252,8 +252,8 @@ def run(argv=None):
     frames = gif_frames(rollout_examples(models, source, horizon, args.seed,
                                          min(GIF_SEQUENCES, num_sequences)), context, mark)
     title = ("MIXED WEIGHTS: " if mark else "weights: ") + weights
-    clips = "bouncing balls" if original else f"held-out clips of {args.data}"
-    caption = f"{num_sequences} sequences, seed {args.seed}, {clips}"
+    caption = f"{num_sequences} sequences, " + (f"seed {args.seed}, bouncing balls" if original
+                                                else f"held-out clips of {args.data}")
     record = {"num_sequences": num_sequences, "seed": args.seed, "horizon": horizon,
               "context": context, "data": source.describe(),
               "alignments": alignments(context, original), "baselines": BASELINES,
