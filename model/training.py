@@ -25,7 +25,7 @@ EPILOG = (
     f"{', '.join('--' + n for n in RESUMABLE)} may change, and --data may name the same file "
     f"moved; pass --fresh to start over. One run at a time per --train_dir. {cli.EXIT_CODES}"
 )
-BASE_MEMORY, BYTES_PER_VALUE = 1e9, 52  # a run's peak memory: measured from batch 16 to 4,096
+BASE_MEMORY, BYTES_PER_VALUE = 1e9, 52  # a run's peak memory at width 1, batch 16 to 4,096
 
 
 def parse_flags(defaults, argv=None, description=None):
@@ -56,8 +56,8 @@ def _check_train_dir(train_dir):
 
 def _check_memory(config, frame_shape):
     """Raise `UsageError` where the run would need more memory than is available."""
-    need = BASE_MEMORY + BYTES_PER_VALUE * config.batch_size * config.seq_length * np.prod(
-        frame_shape)
+    values = config.batch_size * config.seq_length * np.prod(frame_shape)
+    need = BASE_MEMORY + BYTES_PER_VALUE * config.width * values  # activations grow with width
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         available = next(int(line.split()[1]) * 1024 for line in f if "MemAvailable" in line)
         if need > available:
