@@ -133,8 +133,6 @@ def test_folders_are_searched_deep_and_any_extension_is_a_video(tmp_path, capsys
 @pytest.mark.parametrize("ext, seed", [("mkv", 2), ("mp4", 0)])
 def test_a_damaged_video_is_named_and_skipped(tmp_path, capsys, ext, seed):
     damaged = damage(write_video(tmp_path / f"a.{ext}", textured(40)), seed)
-    with av.open(damaged) as container:  # FFmpeg conceals the damage: every frame comes out
-        assert sum(1 for _ in container.decode(video=0)) == 40
     paths = [write_gif(tmp_path / f"{name}.gif", counter(4, first)) for name, first in
              [("b", 0), ("c", 10)]]
     out = tmp_path / "clips.npy"
