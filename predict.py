@@ -89,21 +89,11 @@ def read_clip(args, run, need):
 
 def _one_clip(path):
     """The one clip `(T, H, W[, C])` of a `.npy`/`.npz`, float32 `(T, H, W, C)` in [0, 1]."""
-    try:
-        stored = np.load(path, allow_pickle=False)
-        if isinstance(stored, np.lib.npyio.NpzFile):
-            with stored:
-                stored = stored[stored.files[0]]
-        array = np.asarray(stored)
-    except (ValueError, OSError, EOFError) as error:
-        raise UsageError(f"{path}: not a readable .npy/.npz ({error})") from None
+    array = clip_file.read_array(path)
     if not (array.ndim == 3 or array.ndim == 4 and array.shape[-1] in (1, 3)):
         raise UsageError(f"{path}: shape {array.shape} is not one clip (T, H, W[, C]); for a file "
                          "of clips, pass --clip I")
-    if array.dtype != np.uint8 and array.dtype.kind != "f":
-        raise UsageError(f"{path}: dtype {array.dtype}; clips are uint8 or floats in [0, 1]")
-    array = array.reshape(*array.shape[:3], -1)
-    return np.divide(array, 255 if array.dtype == np.uint8 else 1, dtype=np.float32)
+    return clip_file.to_unit(np.asarray(array).reshape(*array.shape[:3], -1))
 
 
 def predict(run, clip, start, frames):

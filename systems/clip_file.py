@@ -94,7 +94,7 @@ class Clips:
             data = b"".join(os.pread(self._fd, size, self._array.offset + int(p) * size)
                             for p in positions.ravel())
             frames = np.frombuffer(data, self._array.dtype).reshape(*positions.shape, -1)
-        return np.divide(frames, 255 if frames.dtype == np.uint8 else 1, dtype=np.float32)
+        return to_unit(frames)
 
     @property
     def _frame_bytes(self):
@@ -160,6 +160,18 @@ def open_clips(path, time_major=None, holdout=0.1, seq_length=2, recorded=None):
     not given), refused where the data clearly say otherwise; `recorded`: the layout a run
     recorded ("time_major" or "clips_first"), which holds where the data cannot tell.
     Raises `DataError`."""
+    array = read_array(path)
+    _check(path, array.shape)
+    layout, note = _choose_layout(path, array, time_major, recorded)
+    n, t = array.shape[1::-1] if layout else array.shape[:2]
+    if problem := _count_problem(n, t, seq_length) or frame_size_problem(*array.shape[2:4]):
+        raise DataError(f"{path}: {problem}")
+    return Clips(path, array, layout, holdout), note
+
+
+def read_array(path):
+    """The array of a `.npy` (memory-mapped) or of an `.npz` of one, never unpickled, uint8 or
+    floats. Raises `DataError`."""
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
@@ -168,12 +180,15 @@ def open_clips(path, time_major=None, holdout=0.1, seq_length=2, recorded=None):
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # an .npz is a zip
         raise DataError(f"{path} is not a NumPy file (.npy or .npz)")
     array = _npy(path) if magic == b"\x93NUMPY" else _npz_array(path)
-    _check(path, array.shape, array.dtype)
-    layout, note = _choose_layout(path, array, time_major, recorded)
-    n, t = array.shape[1::-1] if layout else array.shape[:2]
-    if problem := _count_problem(n, t, seq_length) or frame_size_problem(*array.shape[2:4]):
-        raise DataError(f"{path}: {problem}")
-    return Clips(path, array, layout, holdout), note
+    if array.dtype != np.uint8 and array.dtype.kind != "f":
+        raise DataError(f"{path}: dtype {array.dtype}; clips must be uint8 (0-255) or float in "
+                        "[0, 1]")
+    return array
+
+
+def to_unit(frames):
+    """uint8 frames (0-255) or float ones as float32 in [0, 1]."""
+    return np.divide(frames, 255 if frames.dtype == np.uint8 else 1, dtype=np.float32)
 
 
 def _choose_layout(path, array, flag, recorded):
@@ -280,10 +295,8 @@ def _npz_array(path):
         raise DataError(f"{path}: unreadable .npz ({_first_line(error)})") from None
 
 
-def _check(path, shape, dtype):
-    """Raise `DataError` for the first thing wrong with clips of `shape` and `dtype`."""
-    if dtype != np.uint8 and dtype.kind != "f":
-        raise DataError(f"{path}: dtype {dtype}; clips must be uint8 (0-255) or float in [0, 1]")
+def _check(path, shape):
+    """Raise `DataError` for the first thing wrong with clips of `shape`."""
     if len(shape) not in (4, 5):
         raise DataError(f"{path}: shape {shape}, but clips are (N, T, H, W[, C]) or "
                         "(T, N, H, W[, C])")
